@@ -1,0 +1,149 @@
+"""Whole-volume inference: overlapping patches, blended with linear ramps, in bounded memory.
+
+Memory is two float32 accumulators the size of the volume plus one batch of patches, so a
+1 mm brain fits a laptop. Patches that do not touch the brain mask are never evaluated.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from mdgru_bids.model.files import Model
+from mdgru_bids.model.normalise import network_input
+
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """'auto' picks CUDA when present; asking for CUDA without it is an error, not a fallback."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {spec} was asked for but no CUDA device is available")
+    return device
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """The autocast dtype for a precision choice; None means plain float32.
+
+    'auto' is bfloat16 on CPUs with native bfloat16 maths (AVX512-BF16 or AMX) and on CUDA
+    devices that support it, float16 on older CUDA devices, else float32.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+    if precision == "float32":
+        return None
+    if precision != "auto":
+        return getattr(torch, precision)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_has_fast_bfloat16() else None
+
+
+def cpu_has_fast_bfloat16() -> bool:
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def blend_weights(patch: tuple[int, ...], overlap: tuple[int, ...]) -> np.ndarray:
+    """Weights that rise linearly across each overlap and are flat in between."""
+    weight = np.ones(patch, dtype=np.float32)
+    for axis, (size, ov) in enumerate(zip(patch, overlap, strict=True)):
+        ramp = np.ones(size, dtype=np.float32)
+        if ov > 0:
+            up = np.arange(1, ov + 1, dtype=np.float32) / (ov + 1)
+            ramp[:ov] = up
+            ramp[size - ov :] = np.minimum(ramp[size - ov :], up[::-1])
+        shape = [1] * len(patch)
+        shape[axis] = size
+        weight = weight * ramp.reshape(shape)
+    return weight
+
+
+def patch_starts(length: int, patch: int, step: int) -> list[int]:
+    """Start positions that tile [0, length) with the last patch flush with the end."""
+    if length <= patch:
+        return [0]
+    starts = list(range(0, length - patch, step))
+    return [*starts, length - patch]
+
+
+def _patches(
+    shape: tuple[int, ...], patch: tuple[int, ...], overlap: tuple[int, ...], mask: np.ndarray
+) -> Iterator[tuple[slice, ...]]:
+    axes = [
+        patch_starts(n, p, max(1, p - o)) for n, p, o in zip(shape, patch, overlap, strict=True)
+    ]
+    for corner in itertools.product(*axes):
+        box = tuple(slice(c, c + p) for c, p in zip(corner, patch, strict=True))
+        if mask[box].any():
+            yield box
+
+
+@torch.inference_mode()
+def sliding_window(
+    network: torch.nn.Module,
+    volume: np.ndarray,
+    mask: np.ndarray,
+    patch: tuple[int, ...],
+    overlap: tuple[int, ...],
+    device: torch.device,
+    precision: str = "auto",
+    batch_size: int = 1,
+    progress: bool = False,
+) -> np.ndarray:
+    """Lesion (class 1) probability of a (C, X, Y, Z) volume; zero outside patches on the mask.
+
+    The volume is zero-padded up to the patch size where it is smaller.
+    """
+    spatial = volume.shape[1:]
+    pad = [(0, 0)] + [(0, max(0, p - n)) for n, p in zip(spatial, patch, strict=True)]
+    volume = np.pad(volume, pad)
+    mask = np.pad(mask.astype(bool), pad[1:])
+    weight = torch.from_numpy(blend_weights(patch, overlap)).to(device)
+    total = torch.zeros(volume.shape[1:], dtype=torch.float32, device=device)
+    norm = torch.zeros_like(total)
+    dtype = autocast_dtype(device, precision)
+    boxes = list(_patches(volume.shape[1:], patch, overlap, mask))
+    network = network.to(device).eval()
+    for i in tqdm(range(0, len(boxes), batch_size), disable=not progress, unit="batch"):
+        batch = boxes[i : i + batch_size]
+        x = torch.from_numpy(np.stack([volume[(slice(None), *b)] for b in batch])).to(device)
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits = network(x)
+        prob = torch.softmax(logits.float(), dim=1)[:, 1]
+        for b, p in zip(batch, prob, strict=True):
+            total[b] += p * weight
+            norm[b] += weight
+    out = torch.where(norm > 0, total / norm.clamp_min(1e-12), 0.0).cpu().numpy()
+    return out[tuple(slice(0, n) for n in spatial)]
+
+
+def segment(
+    model: Model,
+    images: list[np.ndarray],
+    mask: np.ndarray,
+    zooms: tuple[float, ...],
+    device: torch.device | str = "cpu",
+    precision: str = "auto",
+    progress: bool = False,
+) -> np.ndarray:
+    """Lesion probability of one session: images in the order of ``model.inputs``."""
+    if len(images) != len(model.inputs):
+        raise ValueError(f"the model takes {model.inputs}, got {len(images)} images")
+    volume = network_input(images, mask, zooms, model.card["normalisation"].get("highpass_mm"))
+    return sliding_window(
+        model.network,
+        volume,
+        mask,
+        tuple(model.card["patch_size"]),
+        tuple(model.card["overlap"]),
+        torch.device(device),
+        precision,
+        progress=progress,
+    )

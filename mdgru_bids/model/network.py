@@ -1,0 +1,179 @@
+"""Segmentation networks built from MD-GRU blocks, and the configurations we ship.
+
+Two architectures:
+
+* ``flat`` — the original MD-GRU network (Andermatt et al.): MD-GRU blocks at full
+  resolution, each MD-GRU → 1×1×1 convolution → tanh (no activation after the last, which
+  gives the logits). The ``reference`` configuration (hidden 16/32/64, outputs 25/45/classes,
+  7×7 kernels) has about 8 M parameters and is slow on a CPU; it is kept for comparison.
+* ``multiscale`` — our default: the same MD-GRU blocks on 1/2 and 1/4 resolution feature
+  maps in a small encoder–decoder, with full-resolution convolutions only at the input and
+  output. Recurrence over 8× and 64× fewer voxels is what makes CPU inference practical.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mdgru_bids.model.mdgru import MDGRU
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Everything needed to rebuild a network; stored in every model card."""
+
+    architecture: str = "multiscale"
+    in_channels: int = 2
+    n_classes: int = 2
+    hidden: tuple[int, ...] = (16, 32)
+    outputs: tuple[int, ...] = (24, 32)
+    kernel_size: tuple[int, ...] = (5, 5)
+    stem: int = 8
+    dropconnect: float = 0.5
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(
+                f"unknown architecture {self.architecture!r}; choose one of {sorted(ARCHITECTURES)}"
+            )
+        if not len(self.hidden) == len(self.outputs) == len(self.kernel_size):
+            raise ValueError("hidden, outputs and kernel_size need one entry per block")
+
+    @property
+    def divisor(self) -> int:
+        """Patch sides must be multiples of this (the total down-sampling)."""
+        return 2 ** len(self.hidden) if self.architecture == "multiscale" else 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> NetworkConfig:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        for key in ("hidden", "outputs", "kernel_size"):
+            if key in known:
+                known[key] = tuple(int(v) for v in known[key])
+        return cls(**known)
+
+
+def reference_config(in_channels: int = 2, n_classes: int = 2) -> NetworkConfig:
+    """The original MD-GRU network of Andermatt et al. (about 8 M parameters)."""
+    return NetworkConfig(
+        architecture="flat",
+        in_channels=in_channels,
+        n_classes=n_classes,
+        hidden=(16, 32, 64),
+        outputs=(25, 45, n_classes),
+        kernel_size=(7, 7, 7),
+        stem=0,
+    )
+
+
+def default_config(in_channels: int = 2, n_classes: int = 2) -> NetworkConfig:
+    """Our CPU-friendly default: MD-GRU at 1/2 and 1/4 resolution in an encoder–decoder."""
+    return NetworkConfig(in_channels=in_channels, n_classes=n_classes)
+
+
+CONFIGS = {"default": default_config, "reference": reference_config}
+
+
+class MDGRUBlock(nn.Module):
+    """MD-GRU → 1×1×1 convolution → tanh (the tanh is left out on a network's last block)."""
+
+    def __init__(
+        self, c_in: int, hidden: int, c_out: int, k: int, dropconnect: float, last: bool = False
+    ) -> None:
+        super().__init__()
+        self.mdgru = MDGRU(c_in, hidden, k, dropconnect=dropconnect)
+        self.project = nn.Conv3d(hidden, c_out, 1)
+        self.last = last
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.project(self.mdgru(x))
+        return y if self.last else torch.tanh(y)
+
+
+class FlatMDGRUNet(nn.Module):
+    """The original architecture: a stack of full-resolution MD-GRU blocks."""
+
+    def __init__(self, cfg: NetworkConfig) -> None:
+        super().__init__()
+        if cfg.outputs[-1] != cfg.n_classes:
+            raise ValueError("the last block of a flat network must output n_classes channels")
+        widths = (cfg.in_channels, *cfg.outputs)
+        n = len(cfg.hidden)
+        self.blocks = nn.Sequential(
+            *(
+                MDGRUBlock(
+                    widths[i],
+                    cfg.hidden[i],
+                    widths[i + 1],
+                    cfg.kernel_size[i],
+                    cfg.dropconnect,
+                    last=i == n - 1,
+                )
+                for i in range(n)
+            )
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(x)
+
+
+class MultiScaleMDGRUNet(nn.Module):
+    """Encoder–decoder whose every level below full resolution is an MD-GRU block.
+
+    Full resolution: a 3×3×3 stem; each level halves the grid with a 2×2×2 strided
+    convolution and runs an MD-GRU block; the decoder goes back up with trilinear
+    up-sampling and 1×1×1 fusions of the skip connections; a 3×3×3 convolution and a
+    1×1×1 classifier at full resolution give the logits.
+    """
+
+    def __init__(self, cfg: NetworkConfig) -> None:
+        super().__init__()
+        self.stem = nn.Conv3d(cfg.in_channels, cfg.stem, 3, padding=1)
+        self.down = nn.ModuleList()
+        self.blocks = nn.ModuleList()
+        c = cfg.stem
+        for hidden, out, k in zip(cfg.hidden, cfg.outputs, cfg.kernel_size, strict=True):
+            self.down.append(nn.Conv3d(c, out, 2, stride=2))
+            self.blocks.append(MDGRUBlock(out, hidden, out, k, cfg.dropconnect))
+            c = out
+        skips = (cfg.stem, *cfg.outputs[:-1])
+        self.fuse = nn.ModuleList(
+            nn.Conv3d(c_deep + c_skip, c_skip, 1)
+            for c_deep, c_skip in zip(cfg.outputs[::-1], skips[::-1], strict=True)
+        )
+        self.head = nn.Sequential(
+            nn.Conv3d(cfg.stem, cfg.stem, 3, padding=1),
+            nn.Tanh(),
+            nn.Conv3d(cfg.stem, cfg.n_classes, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.tanh(self.stem(x))
+        skips = []
+        for down, block in zip(self.down, self.blocks, strict=True):
+            skips.append(y)
+            y = block(torch.tanh(down(y)))
+        for fuse, skip in zip(self.fuse, skips[::-1], strict=True):
+            y = F.interpolate(y, size=skip.shape[2:], mode="trilinear", align_corners=False)
+            y = torch.tanh(fuse(torch.cat((y, skip), dim=1)))
+        return self.head(y)
+
+
+ARCHITECTURES = {"flat": FlatMDGRUNet, "multiscale": MultiScaleMDGRUNet}
+
+
+def build_network(cfg: NetworkConfig) -> nn.Module:
+    """The network a configuration describes, freshly initialised."""
+    return ARCHITECTURES[cfg.architecture](cfg)
+
+
+def count_parameters(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())

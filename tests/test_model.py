@@ -1,0 +1,177 @@
+"""Networks, model files, whole-volume inference and the training loop."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from mdgru_bids.lesions.metrics import dice
+from mdgru_bids.model.files import ModelFileError, load_model, make_card, read_card, save_model
+from mdgru_bids.model.inference import blend_weights, patch_starts, segment, sliding_window
+from mdgru_bids.model.network import (
+    NetworkConfig,
+    build_network,
+    count_parameters,
+    default_config,
+    reference_config,
+)
+from mdgru_bids.model.training import TrainConfig, train
+from tests.synthetic import blob_case
+
+TINY = NetworkConfig(
+    in_channels=1, hidden=(4, 8), outputs=(8, 8), kernel_size=(3, 3), stem=4, dropconnect=0.0
+)
+CPU = torch.device("cpu")
+
+
+def test_reference_configuration_is_the_original_size() -> None:
+    n = count_parameters(build_network(reference_config()))
+    assert 7.5e6 < n < 8.5e6
+
+
+@pytest.mark.parametrize("cfg", [default_config(), reference_config()])
+def test_networks_map_input_to_class_logits(cfg: NetworkConfig) -> None:
+    net = build_network(cfg).eval()
+    side = 8 * cfg.divisor
+    with torch.no_grad():
+        out = net(torch.randn(2, cfg.in_channels, side, side // 2 + cfg.divisor, side))
+    assert out.shape == (2, cfg.n_classes, side, side // 2 + cfg.divisor, side)
+    assert torch.isfinite(out).all()
+
+
+def test_blend_weights_ramp_over_the_overlap_only() -> None:
+    w = blend_weights((8, 8, 8), (2, 2, 2))
+    assert w[4, 4, 4] == 1.0
+    assert w[0, 4, 4] == pytest.approx(1 / 3) and w[1, 4, 4] == pytest.approx(2 / 3)
+    assert w[7, 4, 4] == pytest.approx(1 / 3)
+    assert w[0, 0, 0] == pytest.approx(1 / 27)
+
+
+def test_patch_starts_cover_the_axis_and_end_flush() -> None:
+    assert patch_starts(10, 16, 12) == [0]
+    assert patch_starts(40, 16, 12) == [0, 12, 24]
+    assert patch_starts(41, 16, 12) == [0, 12, 24, 25]
+
+
+def test_sliding_window_equals_one_pass_when_the_patch_covers_the_volume() -> None:
+    torch.manual_seed(0)
+    net = build_network(TINY).eval()
+    vol = np.random.default_rng(0).normal(size=(1, 16, 16, 16)).astype(np.float32)
+    mask = np.ones((16, 16, 16), bool)
+    tiled = sliding_window(net, vol, mask, (16, 16, 16), (0, 0, 0), CPU, "float32")
+    with torch.no_grad():
+        direct = torch.softmax(net(torch.from_numpy(vol)[None]), 1)[0, 1].numpy()
+    np.testing.assert_allclose(tiled, direct, atol=1e-6)
+    # overlapping tiles of a fully convolutional net agree away from tile borders
+    overlapped = sliding_window(net, vol, mask, (8, 8, 8), (4, 4, 4), CPU, "float32")
+    assert overlapped.shape == direct.shape
+    assert np.abs(overlapped - direct).mean() < 0.1
+
+
+def test_sliding_window_skips_patches_off_the_mask_and_pads_small_volumes() -> None:
+    net = build_network(TINY).eval()
+    vol = np.ones((1, 12, 20, 6), np.float32)
+    mask = np.zeros((12, 20, 6), bool)
+    mask[:4, :4, :4] = True
+    prob = sliding_window(net, vol, mask, (8, 8, 8), (0, 0, 0), CPU, "float32")
+    assert prob.shape == (12, 20, 6)
+    assert (prob[:8, :8] > 0).all() and (prob[8:] == 0).all() and (prob[:, 8:] == 0).all()
+
+
+def test_tiny_network_learns_a_synthetic_lesion_problem() -> None:
+    cases = [blob_case(0), blob_case(1)]
+    torch.manual_seed(0)
+    net = build_network(TINY)
+    cfg = TrainConfig(
+        iterations=150,
+        batch_size=2,
+        patch_size=(16, 16, 16),
+        learning_rate=3e-3,
+        precision="float32",
+        checkpoint_every=1000,
+    )
+    history = train(net, cases, cfg, progress=False)
+    assert np.mean(history.loss[-10:]) < 0.5 * np.mean(history.loss[:10])
+    for case in cases:
+        prob = sliding_window(net, case.image, case.mask, (16, 16, 16), (4, 4, 4), CPU, "float32")
+        assert dice(prob > 0.5, case.label) > 0.9
+
+
+def test_training_resumes_exactly_from_a_checkpoint(tmp_path: Path) -> None:
+    cases = [blob_case(2, side=24)]
+    cfg = TrainConfig(
+        iterations=6, batch_size=1, patch_size=(8, 8, 8), precision="float32", checkpoint_every=3
+    )
+    dropconnect = NetworkConfig(**{**TINY.to_dict(), "dropconnect": 0.3})
+    torch.manual_seed(1)
+    straight = build_network(dropconnect)
+    start = {k: v.clone() for k, v in straight.state_dict().items()}
+    full = train(straight, cases, cfg, progress=False)
+
+    ckpt = tmp_path / "ckpt.safetensors"
+    first = build_network(dropconnect)
+    first.load_state_dict(start)
+    train(first, cases, TrainConfig(**{**cfg.__dict__, "iterations": 3}), ckpt, progress=False)
+    resumed = build_network(dropconnect)  # fresh weights: the checkpoint must restore them
+    history = train(resumed, cases, cfg, ckpt, progress=False)
+    assert history.iteration == 6
+    assert history.loss == pytest.approx(full.loss, rel=1e-5)
+    for key, value in straight.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[key], value, rtol=1e-5, atol=1e-6)
+
+
+def _tiny_model_file(path: Path) -> Path:
+    torch.manual_seed(0)
+    card = make_card(TINY, ["FLAIR"], patch_size=[16, 16, 16], overlap=[4, 4, 4])
+    return save_model(path, build_network(TINY), card)
+
+
+def test_model_file_round_trip(tmp_path: Path) -> None:
+    path = _tiny_model_file(tmp_path / "m.safetensors")
+    model = load_model(path)
+    assert model.inputs == ["FLAIR"] and model.config == TINY
+    assert json.loads((tmp_path / "m.json").read_text()) == read_card(path)
+    torch.manual_seed(0)
+    original = build_network(TINY)
+    for key, value in original.state_dict().items():
+        assert torch.equal(model.network.state_dict()[key], value)
+    case = blob_case(3, side=16)
+    prob = segment(model, [case.image[0]], case.mask, (1.0, 1.0, 1.0), precision="float32")
+    assert prob.shape == case.label.shape and prob.min() >= 0 and prob.max() <= 1
+
+
+def test_card_must_match_the_network_inputs() -> None:
+    with pytest.raises(ValueError, match="channels"):
+        make_card(TINY, ["FLAIR", "T1w"])
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("missing", "does not exist"),
+        ("garbage", "not a readable safetensors"),
+        ("no_card", "no mdgru-bids model card"),
+        ("version", "card version"),
+        ("weights", "do not fit"),
+    ],
+)
+def test_bad_model_files_give_one_line_errors(tmp_path: Path, damage: str, message: str) -> None:
+    path = tmp_path / "bad.safetensors"
+    if damage == "garbage":
+        path.write_bytes(b"\x00\x01 this is not a model")
+    elif damage == "no_card":
+        save_file({"w": torch.zeros(2)}, str(path))
+    elif damage == "version":
+        card = make_card(TINY, ["FLAIR"], format_version=99)
+        save_file({"w": torch.zeros(2)}, str(path), metadata={"card": json.dumps(card)})
+    elif damage == "weights":
+        card = make_card(TINY, ["FLAIR"])
+        save_file({"stem.weight": torch.zeros(2)}, str(path), metadata={"card": json.dumps(card)})
+    with pytest.raises(ModelFileError, match=message) as err:
+        load_model(path)
+    assert "\n" not in str(err.value) and str(path) in str(err.value)

@@ -24,7 +24,8 @@ test: lint
 bench: install
 	$(PY) benchmarks/bench_mdgru.py
 
-demo: bench
+demo: install
+	$(PY) benchmarks/bench_mdgru.py --quick
 
 clean:
 	rm -rf $(VENV) build *.egg-info

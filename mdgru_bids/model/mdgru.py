@@ -128,14 +128,20 @@ def _sweep(
     memory its convolutions read and write, so no element-wise call has to re-layout data.
     """
     dirs = [(a, r) for a in axes for r in (False, True)]
-    gx = [_input_preactivations(x, a, r, w[j], b[j], hidden) for j, (a, r) in enumerate(dirs)]
-    n, t_len, a_len, b_len = gx[0].shape[:4]
+    # Unbound once up front: slicing step t out of the whole tensor would make autograd build
+    # a zero-filled gradient of the whole sequence for every step.
+    gx = [
+        _input_preactivations(x, a, r, w[j], b[j], hidden).unbind(1)
+        for j, (a, r) in enumerate(dirs)
+    ]
+    t_len = len(gx[0])
+    n, a_len, b_len = gx[0][0].shape[:3]
     hs = [x.new_zeros((n, a_len, b_len, hidden)) for _ in dirs]
     if torch.is_grad_enabled() and (x.requires_grad or u.requires_grad):
         outputs: list[list[torch.Tensor]] = [[] for _ in dirs]
         for t in range(t_len):
             for j in range(len(dirs)):
-                hs[j] = _step(gx[j][:, t], hs[j], u[j])
+                hs[j] = _step(gx[j][t], hs[j], u[j])
                 outputs[j].append(hs[j])
         total = None
         for (a, reverse), seq in zip(dirs, outputs, strict=True):
@@ -148,7 +154,7 @@ def _sweep(
     views = [out.permute(_SWEEP_VIEW[a]) for a, _ in dirs]  # each (N, T, A, B, hidden)
     for t in range(t_len):
         for j, (_, reverse) in enumerate(dirs):
-            hs[j] = _step(gx[j][:, t], hs[j], u[j])
+            hs[j] = _step(gx[j][t], hs[j], u[j])
             views[j][:, t_len - 1 - t if reverse else t] += hs[j]
     return out.permute(0, 4, 1, 2, 3)
 
@@ -178,8 +184,10 @@ def _step(gx_t: torch.Tensor, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """
     gh = F.conv2d(h.permute(0, 3, 1, 2), u, padding=u.shape[-1] // 2).permute(0, 2, 3, 1)
     gh = gh.view(gx_t.shape)  # bfloat16 under autocast: promoted inside the float32 maths
-    zr = torch.sigmoid(gx_t[..., :2, :] + gh[..., :2, :])
+    x_zr, x_c = gx_t.split((2, 1), dim=-2)
+    h_zr, h_c = gh.split((2, 1), dim=-2)
+    z, r = torch.sigmoid(x_zr + h_zr).unbind(-2)
     # tanh(y) = 2σ(2y) − 1, and σ is several times cheaper than tanh on the CPU; the factor 2
     # is already in the candidate weights (see _scale_candidate).
-    s = torch.sigmoid(torch.addcmul(gx_t[..., 2, :], zr[..., 1, :], gh[..., 2, :]))
-    return torch.lerp(2 * s - 1, h, zr[..., 0, :])
+    s = torch.sigmoid(torch.addcmul(x_c.squeeze(-2), r, h_c.squeeze(-2)))
+    return torch.lerp(2 * s - 1, h, z)

@@ -9,17 +9,19 @@ volume slice by slice, with k×k 2-D convolutions over the other two axes::
 
 and the layer output is the mean of the six directional outputs.
 
-Why this implementation is fast: the input-side convolutions of all slices (and of both
-directions of an axis) run as one batched convolution before the sweep; inside the sweep the
-three state convolutions of both directions are fused into one grouped convolution; directions
-(and, on cubic inputs, all three axes) advance together so the loop runs once per slice rather
-than six times; tensors are channels-last, which is what oneDNN (and AMX under bfloat16
-autocast) wants; and the gate arithmetic is a handful of fused element-wise calls.
+Why this implementation is fast (figures: benchmarks/bench_mdgru.py): the input-side
+convolutions run batched over a chunk of slices before the recurrence reads them; the three
+state convolutions of a direction are fused into one; every tensor a direction touches is
+channels-last, the layout oneDNN convolves fastest, so the gate arithmetic never re-lays out
+data; tanh is computed through the cheaper sigmoid; and without autograd each step's output
+is added straight into the result. Under bfloat16 autocast the convolutions run in bfloat16
+while the recurrent state and the gate arithmetic stay float32.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +36,8 @@ _TO_SWEEP = {0: (0, 2, 1, 3, 4), 1: (0, 3, 1, 2, 4), 2: (0, 4, 1, 2, 3)}
 _FROM_SWEEP = {a: tuple(p.index(i) for i in range(5)) for a, p in _TO_SWEEP.items()}
 # The same for a channels-last (N, D, H, W, C) volume, giving (N, T, A, B, C).
 _SWEEP_VIEW = {0: (0, 1, 2, 3, 4), 1: (0, 2, 1, 3, 4), 2: (0, 3, 1, 2, 4)}
+#: Size of the input pre-activation chunks the sweep computes ahead (see _preactivations).
+_CHUNK_BYTES = 4 * 2**20
 
 
 class MDGRU(nn.Module):
@@ -89,14 +93,11 @@ class MDGRU(nn.Module):
         if x.dim() != 5 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected (N, {self.in_channels}, D, H, W), got {tuple(x.shape)}")
         w, u = self._gate_weights()
-        w, u, b = _scale_candidate(w, self.hidden), _scale_candidate(u, self.hidden), self.bias
-        b = _scale_candidate(b, self.hidden)
-        spatial = x.shape[2:]
-        out = None
-        for axes in _sweep_groups(spatial):
-            dirs = [i for i, (a, _) in enumerate(DIRECTIONS) if a in axes]
-            h_seq = _sweep(x, axes, w[dirs], u[dirs], b[dirs], self.hidden)
-            out = h_seq if out is None else out + h_seq
+        w, u, b = (_scale_candidate(p, self.hidden) for p in (w, u, self.bias))
+        if torch.is_autocast_enabled(x.device.type):  # cast the state weights once, not per step
+            u = u.to(torch.get_autocast_dtype(x.device.type))
+        pair = [slice(2 * axis, 2 * axis + 2) for axis in range(3)]  # its two directions
+        out = sum(_sweep(x, a, w[pair[a]], u[pair[a]], b[pair[a]], self.hidden) for a in range(3))
         return out / len(DIRECTIONS)
 
 
@@ -107,41 +108,28 @@ def _scale_candidate(p: torch.Tensor, hidden: int) -> torch.Tensor:
     return p * scale.view(1, -1, *([1] * (p.dim() - 2)))
 
 
-def _sweep_groups(spatial: torch.Size) -> list[tuple[int, ...]]:
-    """Axes that can be swept in lock-step: all three on a cube, else one at a time."""
-    if spatial[0] == spatial[1] == spatial[2]:
-        return [(0, 1, 2)]
-    return [(0,), (1,), (2,)]
-
-
 def _sweep(
     x: torch.Tensor,
-    axes: tuple[int, ...],
+    axis: int,
     w: torch.Tensor,
     u: torch.Tensor,
     b: torch.Tensor,
     hidden: int,
 ) -> torch.Tensor:
-    """Run both directions of each axis in ``axes`` in lock-step; return their summed outputs.
+    """Run both directions along ``axis`` in lock-step; return the sum of their outputs.
 
     Each direction's tensors are laid out (N, [T,] A, B, gate, hidden): the channels-last
     memory its convolutions read and write, so no element-wise call has to re-layout data.
     """
-    dirs = [(a, r) for a in axes for r in (False, True)]
-    # Unbound once up front: slicing step t out of the whole tensor would make autograd build
-    # a zero-filled gradient of the whole sequence for every step.
-    gx = [
-        _input_preactivations(x, a, r, w[j], b[j], hidden).unbind(1)
-        for j, (a, r) in enumerate(dirs)
-    ]
-    t_len = len(gx[0])
-    n, a_len, b_len = gx[0][0].shape[:3]
+    dirs = [(axis, False), (axis, True)]
+    steps = [_preactivations(x, a, r, w[j], b[j], hidden) for j, (a, r) in enumerate(dirs)]
+    n, t_len, _, a_len, b_len = x.permute(_TO_SWEEP[axis]).shape
     hs = [x.new_zeros((n, a_len, b_len, hidden)) for _ in dirs]
     if torch.is_grad_enabled() and (x.requires_grad or u.requires_grad):
         outputs: list[list[torch.Tensor]] = [[] for _ in dirs]
-        for t in range(t_len):
+        for _ in range(t_len):
             for j in range(len(dirs)):
-                hs[j] = _step(gx[j][t], hs[j], u[j])
+                hs[j] = _step(next(steps[j]), hs[j], u[j])
                 outputs[j].append(hs[j])
         total = None
         for (a, reverse), seq in zip(dirs, outputs, strict=True):
@@ -154,26 +142,32 @@ def _sweep(
     views = [out.permute(_SWEEP_VIEW[a]) for a, _ in dirs]  # each (N, T, A, B, hidden)
     for t in range(t_len):
         for j, (_, reverse) in enumerate(dirs):
-            hs[j] = _step(gx[j][t], hs[j], u[j])
+            hs[j] = _step(next(steps[j]), hs[j], u[j])
             views[j][:, t_len - 1 - t if reverse else t] += hs[j]
     return out.permute(0, 4, 1, 2, 3)
 
 
-def _input_preactivations(
+def _preactivations(
     x: torch.Tensor, axis: int, reverse: bool, w: torch.Tensor, b: torch.Tensor, hidden: int
-) -> torch.Tensor:
-    """W∗x_t + b for every slice of one direction, batched over slices, in sweep order.
+) -> Iterator[torch.Tensor]:
+    """W∗x_t + b for each step of one direction, (N, A, B, 3, H), in the order it is swept.
 
-    A reverse direction reads its input back to front, so its pre-activations come out in
-    the order its sweep visits them. Returns (N, T, A, B, 3, H) in x's precision (float32
-    under autocast).
+    Computed a few slices at a time, batched over the slices: large batches keep the
+    convolution efficient, while chunks of about ``_CHUNK_BYTES`` are still in cache when the
+    recurrence reads them (one tensor for the whole volume would be read back from memory,
+    and for wide layers would need gigabytes). Chunks are unbound into steps, so autograd
+    never builds a zero-filled gradient of a whole chunk per step.
     """
     xa = x.permute(_TO_SWEEP[axis])  # (N, T, C, A, B)
-    xa = xa.flip(1) if reverse else xa
+    xa = xa.flip(1) if reverse else xa  # a reverse direction reads its input back to front
     n, t_len, c, a_len, b_len = xa.shape
-    flat = xa.reshape(n * t_len, c, a_len, b_len).contiguous(memory_format=torch.channels_last)
-    pre = F.conv2d(flat, w, b, padding=w.shape[-1] // 2).permute(0, 2, 3, 1)
-    return pre.reshape(n, t_len, a_len, b_len, 3, hidden).to(x.dtype)
+    chunk = max(1, _CHUNK_BYTES // (n * a_len * b_len * 3 * hidden * 4))
+    for t0 in range(0, t_len, chunk):
+        part = xa[:, t0 : t0 + chunk]
+        tc = part.shape[1]
+        flat = part.reshape(n * tc, c, a_len, b_len).contiguous(memory_format=torch.channels_last)
+        pre = F.conv2d(flat, w, b, padding=w.shape[-1] // 2).permute(0, 2, 3, 1)
+        yield from pre.reshape(n, tc, a_len, b_len, 3, hidden).unbind(1)
 
 
 def _step(gx_t: torch.Tensor, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -184,7 +178,7 @@ def _step(gx_t: torch.Tensor, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """
     gh = F.conv2d(h.permute(0, 3, 1, 2), u, padding=u.shape[-1] // 2).permute(0, 2, 3, 1)
     gh = gh.view(gx_t.shape)  # bfloat16 under autocast: promoted inside the float32 maths
-    x_zr, x_c = gx_t.split((2, 1), dim=-2)
+    x_zr, x_c = gx_t.to(h.dtype).split((2, 1), dim=-2)
     h_zr, h_c = gh.split((2, 1), dim=-2)
     z, r = torch.sigmoid(x_zr + h_zr).unbind(-2)
     # tanh(y) = 2σ(2y) − 1, and σ is several times cheaper than tanh on the CPU; the factor 2

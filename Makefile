@@ -17,6 +17,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 lint: install
 	$(VENV)/bin/ruff check mdgru_bids tests benchmarks
+	$(VENV)/bin/ruff format --check mdgru_bids tests benchmarks
 
 test: lint
 	$(VENV)/bin/pytest -q

@@ -74,16 +74,23 @@ def save_model(path: str | Path, network: nn.Module, card: dict) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in network.state_dict().items()}
+    write_safetensors(path, tensors, {"card": json.dumps(card)})
+    path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    return path
+
+
+def write_safetensors(
+    path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]
+) -> None:
+    """Write a safetensors file atomically: a temp file beside it, renamed when complete."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata={"card": json.dumps(card)})
+        save_file(tensors, tmp, metadata=metadata)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
-    return path
 
 
 def read_card(path: str | Path) -> dict:

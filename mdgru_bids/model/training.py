@@ -10,18 +10,17 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open
 from tqdm import tqdm
 
 from mdgru_bids.lesions.metrics import dice
+from mdgru_bids.model.files import write_safetensors
 from mdgru_bids.model.inference import autocast_dtype, sliding_window
 
 log = logging.getLogger(__name__)
@@ -234,15 +233,7 @@ def save_checkpoint(
         "numpy_rng": rng.bit_generator.state,
         "config": asdict(cfg),
     }
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"checkpoint": json.dumps(meta)})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_safetensors(Path(path), tensors, {"checkpoint": json.dumps(meta)})
 
 
 def load_checkpoint(

@@ -1,0 +1,184 @@
+"""Finding each participant's sessions and images in a BIDS dataset (pybids), and refusing
+inputs we cannot process before any work starts."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from mdgru_bids.cli.common import (
+    BadDataError,
+    InvalidBIDSError,
+    MissingInputError,
+    NothingSelectedError,
+    UsageError,
+)
+
+log = logging.getLogger(__name__)
+
+#: Default pybids queries; a --bids-filter-file updates them per modality.
+QUERIES = {
+    "flair": {"datatype": "anat", "suffix": "FLAIR", "extension": [".nii", ".nii.gz"]},
+    "t1w": {"datatype": "anat", "suffix": "T1w", "extension": [".nii", ".nii.gz"], "ceagent": None},
+}
+
+
+@dataclass(frozen=True)
+class Session:
+    label: str | None  # None in a dataset without sessions
+    flair: Path
+    t1w: Path | None
+    acq_time: str | None = None
+
+
+@dataclass(frozen=True)
+class Subject:
+    label: str
+    sessions: tuple[Session, ...]
+
+    @property
+    def has_t1w(self) -> bool:
+        """True when every session has a T1w: the model choice must hold for all sessions."""
+        return all(s.t1w is not None for s in self.sessions)
+
+
+def load_layout(bids_dir: Path):
+    """A pybids layout of a dataset root; one-line errors for what is not a BIDS dataset."""
+    from bids import BIDSLayout
+
+    if not bids_dir.is_dir():
+        raise MissingInputError(f"BIDS_DIR {bids_dir} does not exist or is not a directory")
+    if not (bids_dir / "dataset_description.json").is_file():
+        raise InvalidBIDSError(
+            f"{bids_dir} is not a BIDS dataset (no dataset_description.json): "
+            "point BIDS_DIR at the dataset root"
+        )
+    try:
+        return BIDSLayout(str(bids_dir), validate=False, derivatives=False)
+    except Exception as err:  # pybids raises many kinds for broken datasets
+        raise InvalidBIDSError(f"{bids_dir} cannot be read as BIDS ({err})") from None
+
+
+def read_filter_file(path: Path | None) -> dict:
+    """Per-modality pybids filters from a --bids-filter-file, merged over QUERIES."""
+    queries = {k: dict(v) for k, v in QUERIES.items()}
+    if path is None:
+        return queries
+    try:
+        user = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise UsageError(f"--bids-filter-file {path} is not readable JSON ({err})") from None
+    unknown = set(user) - set(queries)
+    if unknown or not all(isinstance(v, dict) for v in user.values()):
+        raise UsageError(
+            f"--bids-filter-file {path}: expected an object with keys from {sorted(queries)}, "
+            "each an object of BIDS entities"
+        )
+    for key, value in user.items():
+        queries[key].update(value)
+    return queries
+
+
+def collect_subjects(
+    layout,
+    participant_labels: list[str] | None,
+    session_labels: list[str] | None = None,
+    queries: dict | None = None,
+) -> list[Subject]:
+    """The participants and sessions to process, sessions in acquisition order."""
+    queries = queries or QUERIES
+    available = sorted(layout.get_subjects())
+    wanted = [p.removeprefix("sub-") for p in participant_labels or available]
+    missing = sorted(set(wanted) - set(available))
+    if missing:
+        raise MissingInputError(
+            f"participant(s) {', '.join(missing)} not found in {layout.root} "
+            f"(available: {', '.join(available) or 'none'})"
+        )
+    subjects = []
+    for label in wanted:
+        sessions = _collect_sessions(layout, label, session_labels, queries)
+        if not sessions:
+            raise MissingInputError(
+                f"sub-{label} has no FLAIR image matching {queries['flair']} in {layout.root}: "
+                "every processed session needs a FLAIR"
+            )
+        subjects.append(Subject(label, tuple(sessions)))
+    if not subjects:
+        raise NothingSelectedError("the participant and session filters selected nothing")
+    return subjects
+
+
+def _collect_sessions(
+    layout, subject: str, session_labels: list[str] | None, queries: dict
+) -> list[Session]:
+    labels: list[str | None] = sorted(layout.get_sessions(subject=subject)) or [None]
+    if session_labels:
+        labels = [s for s in labels if s in {x.removeprefix("ses-") for x in session_labels}]
+    times = _acquisition_times(Path(layout.root), subject)
+    sessions = []
+    for ses in labels:
+        extra = {"session": ses} if ses is not None else {}
+        flair = _first(layout, subject, queries["flair"], extra)
+        if flair is None:
+            log.warning("sub-%s ses-%s has no FLAIR; the session is skipped", subject, ses)
+            continue
+        t1w = _first(layout, subject, queries["t1w"], extra)
+        sessions.append(Session(ses, flair, t1w, times.get(ses)))
+    # Order by acquisition time where every session has one, else by label.
+    if sessions and all(s.acq_time for s in sessions):
+        sessions.sort(key=lambda s: pd.Timestamp(s.acq_time))
+    return sessions
+
+
+def _first(layout, subject: str, query: dict, extra: dict) -> Path | None:
+    files = sorted(layout.get(subject=subject, return_type="file", **query, **extra))
+    if len(files) > 1:
+        log.warning(
+            "several images match %s for sub-%s %s; using %s",
+            query.get("suffix"),
+            subject,
+            extra,
+            Path(files[0]).name,
+        )
+    return Path(files[0]) if files else None
+
+
+def _acquisition_times(root: Path, subject: str) -> dict[str | None, str]:
+    tsv = root / f"sub-{subject}" / f"sub-{subject}_sessions.tsv"
+    if not tsv.is_file():
+        return {}
+    table = pd.read_csv(tsv, sep="\t", dtype=str)
+    if "acq_time" not in table or "session_id" not in table:
+        return {}
+    return {
+        str(row.session_id).removeprefix("ses-"): str(row.acq_time)
+        for row in table.itertuples()
+        if isinstance(row.acq_time, str) and row.acq_time != "n/a"
+    }
+
+
+def check_image(path: Path) -> None:
+    """Refuse an image the pipeline cannot use, naming the file and what is wrong with it."""
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+    except Exception as err:  # nibabel raises many kinds for damaged files
+        raise BadDataError(f"{path} cannot be read as NIfTI ({err}): replace the file") from None
+    shape = data.shape
+    if len(shape) == 4 and shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise BadDataError(f"{path} is {data.ndim}-D {shape}; a 3-D anatomical image is needed")
+    if min(data.shape) < 2:
+        raise BadDataError(f"{path} has shape {shape}: it is not a volume")
+    if not np.isfinite(data).all():
+        raise BadDataError(f"{path} contains NaN or infinite values: fix or re-export the image")
+    if not np.any(data):
+        raise BadDataError(f"{path} is empty (all zeros): re-export the image")

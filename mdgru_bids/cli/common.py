@@ -43,6 +43,10 @@ class NothingSelectedError(AppError):
     code = EXIT_NOTHING_SELECTED
 
 
+class UnknownLevelError(AppError):
+    code = EXIT_UNKNOWN_LEVEL
+
+
 class Parser(argparse.ArgumentParser):
     """argparse whose usage errors exit with the BIDS-Apps usage code (64) instead of 2."""
 

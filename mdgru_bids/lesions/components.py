@@ -37,14 +37,17 @@ def threshold_mask(
 def lesion_measures(
     labels: np.ndarray, affine: np.ndarray, prob: np.ndarray | None = None
 ) -> list[dict]:
-    """One row per lesion: id, voxel count, volume (mm³), centroid in scanner mm, and the
-    maximum and mean probability when a probability map is given."""
-    n = int(labels.max())
+    """One row per lesion present: id, voxel count, volume (mm³), centroid in scanner mm, and
+    the maximum and mean probability when a probability map is given.
+
+    Ids need not be consecutive (a label map resampled to a coarser grid may lose some)."""
+    ids = np.unique(labels)
+    ids = ids[ids > 0]
+    n = ids.size
     if n == 0:
         return []
-    ids = np.arange(1, n + 1)
     voxel_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
-    counts = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    counts = np.bincount(labels.ravel())[ids]
     centroids = np.array(ndimage.center_of_mass(np.ones_like(labels), labels, ids)).reshape(n, 3)
     scanner = centroids @ affine[:3, :3].T + affine[:3, 3]
     rows = []

@@ -8,8 +8,6 @@ card is written next to it as ``<name>.json``. Nothing is ever pickled.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,10 +17,20 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
 from mdgru_bids import __version__
+from mdgru_bids.atomic import replacing
 from mdgru_bids.model.network import NetworkConfig, build_network
 
 FORMAT = "mdgru-bids-model"
 FORMAT_VERSION = 1
+
+
+#: The models shipped in mdgru_bids/data, by their inputs.
+BUNDLED = {("FLAIR", "T1w"): "mdgru_flair_t1w.safetensors", ("FLAIR",): "mdgru_flair.safetensors"}
+
+
+def bundled_model(inputs: tuple[str, ...]) -> Path:
+    """Path of the bundled model taking ``inputs`` (it may not be installed)."""
+    return Path(__file__).resolve().parents[1] / "data" / BUNDLED[inputs]
 
 
 class ModelFileError(Exception):
@@ -72,7 +80,6 @@ def make_card(config: NetworkConfig, inputs: list[str], **fields: object) -> dic
 def save_model(path: str | Path, network: nn.Module, card: dict) -> Path:
     """Write weights + card atomically (temp file, then rename), and the readable card."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in network.state_dict().items()}
     write_safetensors(path, tensors, {"card": json.dumps(card)})
     path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
@@ -82,15 +89,9 @@ def save_model(path: str | Path, network: nn.Module, card: dict) -> Path:
 def write_safetensors(
     path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]
 ) -> None:
-    """Write a safetensors file atomically: a temp file beside it, renamed when complete."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Write a safetensors file atomically (a reader never sees half a model)."""
+    with replacing(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
 
 
 def read_card(path: str | Path) -> dict:

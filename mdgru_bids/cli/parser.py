@@ -1,0 +1,163 @@
+"""The ``mdgru-bids`` command line (BIDS-Apps conventions, as in fMRIPrep and sMRIPrep)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mdgru_bids import __version__
+from mdgru_bids.cli.common import Parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="mdgru-bids",
+        description="Segment multiple-sclerosis lesions with MD-GRU networks and track their "
+        "change across sessions (a BIDS-App).",
+    )
+    parser.add_argument("bids_dir", type=Path, help="the root of the input BIDS dataset")
+    parser.add_argument("output_dir", type=Path, help="where the derivatives go")
+    parser.add_argument("analysis_level", help="'participant' or 'group'")
+    parser.add_argument("--version", action="version", version=f"mdgru-bids {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (repeat for more)"
+    )
+
+    sel = parser.add_argument_group("selecting data")
+    sel.add_argument(
+        "--participant-label",
+        "--participant_label",
+        nargs="+",
+        metavar="LABEL",
+        help="participants to process (with or without 'sub-'); default: all",
+    )
+    sel.add_argument(
+        "--session-label",
+        nargs="+",
+        metavar="LABEL",
+        help="sessions to process (with or without 'ses-'); default: all",
+    )
+    sel.add_argument(
+        "--bids-filter-file",
+        type=Path,
+        metavar="FILE",
+        help="JSON: pybids filters per modality, e.g. "
+        '{"flair": {"acquisition": "3D"}, "t1w": {"run": 1}}',
+    )
+    sel.add_argument(
+        "--skip-bids-validation",
+        action="store_true",
+        help="do not run the BIDS validator on the input",
+    )
+
+    perf = parser.add_argument_group("resources")
+    perf.add_argument(
+        "-w",
+        "--work-dir",
+        type=Path,
+        default=Path("work"),
+        help="intermediate files; re-running with the same folder resumes (default: ./work)",
+    )
+    perf.add_argument(
+        "--nprocs",
+        type=_positive_int,
+        metavar="N",
+        help="processes Nipype may run at once (default: all CPUs)",
+    )
+    perf.add_argument(
+        "--omp-nthreads",
+        type=_positive_int,
+        metavar="N",
+        help="threads per process (default: min(8, nprocs))",
+    )
+    perf.add_argument(
+        "--mem-mb", type=_positive_int, metavar="MB", help="memory Nipype may plan for"
+    )
+    perf.add_argument(
+        "--device",
+        default="auto",
+        help="where the network runs: auto, cpu, cuda or cuda:N (default: auto)",
+    )
+    perf.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="network arithmetic (default: bfloat16 where the hardware has it)",
+    )
+    perf.add_argument(
+        "--nipype-plugin-file",
+        type=Path,
+        metavar="FILE",
+        help="YAML with 'plugin' and 'plugin_args' (e.g. SLURM)",
+    )
+    perf.add_argument(
+        "--stop-on-first-crash",
+        action="store_true",
+        help="stop at the first failing step instead of finishing what can be",
+    )
+
+    model = parser.add_argument_group("model and thresholds")
+    model.add_argument(
+        "--model",
+        type=Path,
+        metavar="PATH",
+        help="an mdgru-bids model file (default: the bundled model)",
+    )
+    model.add_argument(
+        "--template",
+        default="MNI152NLin2009cAsym",
+        help="TemplateFlow template for group statistics (default: MNI152NLin2009cAsym)",
+    )
+    model.add_argument(
+        "--lesion-threshold",
+        type=_fraction,
+        metavar="P",
+        help="lesion probability threshold (default: the model's)",
+    )
+    model.add_argument(
+        "--min-lesion-volume",
+        type=float,
+        metavar="MM3",
+        help="smallest lesion kept, mm³ (default: the model's)",
+    )
+    model.add_argument(
+        "--min-change-volume",
+        type=float,
+        default=15.0,
+        metavar="MM3",
+        help="smallest volume change that makes a lesion enlarging or shrinking (default: 15 mm³)",
+    )
+    model.add_argument(
+        "--min-change-fraction",
+        type=float,
+        default=0.25,
+        metavar="F",
+        help="... and as a fraction of its earlier volume (default: 0.25)",
+    )
+
+    other = parser.add_argument_group("other")
+    other.add_argument(
+        "--write-graph", action="store_true", help="write the workflow graph to the logs folder"
+    )
+    other.add_argument(
+        "--random-seed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="seed for every random step (default: 0)",
+    )
+    return parser

@@ -1,0 +1,282 @@
+"""``mdgru-bids BIDS_DIR OUT_DIR participant|group``: checks first, then the Nipype run.
+
+Everything that can be wrong with the input is checked before any processing starts, so a
+bad dataset costs seconds and leaves nothing behind. Each participant runs as its own
+workflow whose outputs are staged in the work folder and published into OUT_DIR only when
+the whole participant succeeded: a failure never leaves partial derivatives.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("NIPYPE_NO_ET", "1")  # no telemetry: compute nodes have no network
+
+import argparse
+import json
+import logging
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mdgru_bids.cli.common import (
+    EXIT_OK,
+    EXIT_PROCESSING,
+    AppError,
+    BadDataError,
+    InvalidBIDSError,
+    MissingInputError,
+    UnknownLevelError,
+    UsageError,
+    run_command,
+)
+from mdgru_bids.cli.parser import build_parser
+
+log = logging.getLogger("mdgru_bids")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_command("mdgru-bids", _main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+    )
+    if args.analysis_level not in ("participant", "group"):
+        raise UnknownLevelError(
+            f"unknown analysis level {args.analysis_level!r}: use participant or group"
+        )
+    paths = check_paths(args)
+    if args.analysis_level == "group":
+        raise AppError("the group level is not available in this version of mdgru-bids")
+    return run_participants(args, *paths)
+
+
+def check_paths(args: argparse.Namespace) -> tuple[Path, Path, Path]:
+    """Absolute input, output and work folders; outputs may never go inside the input."""
+    bids_dir = args.bids_dir.resolve()
+    output_dir = args.output_dir.resolve()
+    work_dir = args.work_dir.resolve()
+    if not bids_dir.is_dir():
+        raise MissingInputError(f"BIDS_DIR {args.bids_dir} does not exist")
+    for name, path in (("OUTPUT_DIR", output_dir), ("--work-dir", work_dir)):
+        if path == bids_dir or bids_dir in path.parents:
+            raise UsageError(
+                f"{name} {path} is inside the input dataset {bids_dir}: choose a folder outside it"
+            )
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UsageError(f"cannot create {name} {path} ({err.strerror})") from None
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise UsageError(f"{name} {path} is not writable: choose a folder you can write to")
+    return bids_dir, output_dir, work_dir
+
+
+def validate_bids(bids_dir: Path) -> None:
+    """Run the BIDS validator (bids-validator-deno); any error stops the run (exit 16)."""
+    exe = shutil.which("bids-validator-deno") or str(
+        Path(sys.executable).parent / "bids-validator-deno"
+    )
+    if not Path(exe).exists():
+        log.warning("bids-validator-deno is not installed; the input was not validated")
+        return
+    out = subprocess.run([exe, "--json", str(bids_dir)], capture_output=True, text=True)
+    try:
+        issues = json.loads(out.stdout)["issues"]["issues"]
+    except (json.JSONDecodeError, KeyError):
+        raise InvalidBIDSError(
+            f"the BIDS validator could not read {bids_dir}: {out.stderr.strip()[:200]}"
+        ) from None
+    errors = [i for i in issues if i.get("severity") == "error"]
+    if errors:
+        first = errors[0]
+        raise InvalidBIDSError(
+            f"{bids_dir} is not valid BIDS: {len(errors)} error(s), first {first['code']} at "
+            f"{first.get('location', '?')} (run bids-validator-deno {bids_dir} for all, or "
+            "pass --skip-bids-validation)"
+        )
+
+
+def run_participants(
+    args: argparse.Namespace, bids_dir: Path, output_dir: Path, work_dir: Path
+) -> int:
+    from mdgru_bids.collect import check_image, collect_subjects, load_layout, read_filter_file
+    from mdgru_bids.derivatives import init_derivatives
+    from mdgru_bids.lesions.change import ChangeThresholds
+    from mdgru_bids.model.inference import resolve_device
+    from mdgru_bids.templates import resolve_template
+
+    if not args.skip_bids_validation:
+        validate_bids(bids_dir)
+    layout = load_layout(bids_dir)
+    subjects = collect_subjects(
+        layout, args.participant_label, args.session_label, read_filter_file(args.bids_filter_file)
+    )
+    models = {}
+    for subject in subjects:
+        models[subject.label] = model_path, card = choose_model(args.model, subject.has_t1w)
+        for session in subject.sessions:
+            for image in (session.flair, session.t1w):
+                if image is not None:
+                    check_image(image)
+            if "T1w" in card["inputs"] and session.t1w is None:
+                raise MissingInputError(
+                    f"the model {model_path.name} needs a T1w, and sub-{subject.label} "
+                    f"ses-{session.label} has none: use a FLAIR-only model (--model)"
+                )
+    try:
+        device = str(resolve_device(args.device))
+    except (ValueError, RuntimeError) as err:
+        raise UsageError(f"--device {args.device}: {err}") from None
+    template = resolve_template(args.template)
+    plugin, plugin_args = plugin_settings(args)
+    from mdgru_bids.workflows.base import WorkflowConfig
+
+    init_derivatives(output_dir, bids_dir)
+    _configure_nipype(output_dir, work_dir, args.stop_on_first_crash)
+    nprocs = plugin_args.get("n_procs", os.cpu_count() or 1)
+    failed = []
+    for subject in subjects:
+        model_path, card = models[subject.label]
+        cfg = WorkflowConfig(
+            bids_dir=bids_dir,
+            derivatives_dir=work_dir / "staging" / f"sub-{subject.label}",
+            model=model_path,
+            model_inputs=tuple(card["inputs"]),
+            template=template,
+            device=device,
+            precision=args.precision,
+            omp_nthreads=args.omp_nthreads or min(8, nprocs),
+            seed=args.random_seed,
+            threshold=args.lesion_threshold or card["threshold"],
+            min_lesion_mm3=(
+                args.min_lesion_volume
+                if args.min_lesion_volume is not None
+                else card["min_lesion_mm3"]
+            ),
+            change=ChangeThresholds(args.min_change_volume, args.min_change_fraction),
+        )
+        if not run_subject(
+            subject, cfg, work_dir, output_dir, plugin, plugin_args, args.write_graph
+        ):
+            failed.append(subject.label)
+            if args.stop_on_first_crash:
+                break
+    if failed:
+        log.error(
+            "participant(s) failed: %s; crash files are in %s",
+            ", ".join(failed),
+            output_dir / "logs",
+        )
+        return EXIT_PROCESSING
+    return EXIT_OK
+
+
+def choose_model(path: Path | None, has_t1w: bool) -> tuple[Path, dict]:
+    """The model file to use and its card; one-line errors for missing or broken files.
+
+    Without --model, the bundled model for the participant's inputs: FLAIR + T1w when every
+    session has a T1w, else FLAIR only, so all of a participant's sessions see one model.
+    """
+    from mdgru_bids.model.files import ModelFileError, bundled_model, read_card
+
+    if path is None:
+        path = bundled_model(("FLAIR", "T1w") if has_t1w else ("FLAIR",))
+        if not path.is_file():
+            raise MissingInputError(
+                f"the bundled model {path.name} is not installed: pass --model PATH"
+            )
+    if not path.is_file():
+        raise MissingInputError(f"model file {path} does not exist: check --model")
+    try:
+        return path, read_card(path)
+    except ModelFileError as err:
+        raise BadDataError(str(err)) from None
+
+
+def plugin_settings(args: argparse.Namespace) -> tuple[str, dict]:
+    """MultiProc with the requested resources, or whatever a --nipype-plugin-file says."""
+    if args.nipype_plugin_file is not None:
+        import yaml
+
+        try:
+            spec = yaml.safe_load(args.nipype_plugin_file.read_text())
+        except (OSError, yaml.YAMLError) as err:
+            raise UsageError(f"--nipype-plugin-file {args.nipype_plugin_file}: {err}") from None
+        if not isinstance(spec, dict) or "plugin" not in spec:
+            raise UsageError(
+                f"--nipype-plugin-file {args.nipype_plugin_file} needs a 'plugin' key "
+                "(and optionally 'plugin_args')"
+            )
+        return str(spec["plugin"]), dict(spec.get("plugin_args") or {})
+    plugin_args: dict = {"n_procs": args.nprocs or os.cpu_count() or 1, "raise_insufficient": False}
+    if args.mem_mb:
+        plugin_args["memory_gb"] = args.mem_mb / 1024
+    return "MultiProc", plugin_args
+
+
+def _configure_nipype(output_dir: Path, work_dir: Path, stop_on_first_crash: bool) -> None:
+    from nipype import config
+    from nipype import logging as nlogging
+
+    logs = output_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    config.update_config({
+        "logging": {"log_directory": str(logs), "log_to_file": True},
+        "execution": {
+            "crashdump_dir": str(logs),
+            "crashfile_format": "txt",
+            "stop_on_first_crash": stop_on_first_crash,
+            "poll_sleep_duration": 0.01,
+            "remove_unnecessary_outputs": False,
+            "hash_method": "content",
+        },
+        "monitoring": {"enabled": False},
+    })  # fmt: skip
+    nlogging.update_logging(config)
+
+
+def run_subject(
+    subject,
+    cfg,
+    work_dir: Path,
+    output_dir: Path,
+    plugin: str,
+    plugin_args: dict,
+    write_graph: bool,
+) -> bool:
+    """Build and run one participant's workflow; publish its outputs if it all succeeded."""
+    from mdgru_bids.derivatives import publish
+    from mdgru_bids.workflows.base import init_single_subject_wf
+
+    staging = cfg.derivatives_dir
+    shutil.rmtree(staging, ignore_errors=True)
+    workflow = init_single_subject_wf(subject, cfg)
+    workflow.base_dir = str(work_dir)
+    if write_graph:
+        workflow.write_graph(
+            str(output_dir / "logs" / f"sub-{subject.label}_graph.dot"),
+            graph2use="colored",
+            format="svg",
+            simple_form=True,
+        )
+    log.info("sub-%s: %d session(s)", subject.label, len(subject.sessions))
+    try:
+        workflow.run(plugin=plugin, plugin_args=plugin_args)
+    except RuntimeError as err:
+        log.error("sub-%s failed: %s", subject.label, str(err).splitlines()[0])
+        shutil.rmtree(staging, ignore_errors=True)
+        return False
+    published = publish(staging, output_dir)
+    log.info("sub-%s: %d derivative files written", subject.label, len(published))
+    return True
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""The derivatives dataset as a whole: its shared files and publishing a participant's outputs.
+
+Several participant jobs (SLURM array tasks) may write into one output folder at once, so
+every shared file is written to a temporary name and renamed into place: a reader sees the
+old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from mdgru_bids import __version__
+from mdgru_bids.atomic import replacing
+from mdgru_bids.lesions.change import CHANGE_LABELS
+
+BIDS_VERSION = "1.10.0"
+#: Files our derivatives hold that BIDS has no name for.
+BIDSIGNORE = [
+    "*_table.tsv",
+    "*_table.json",
+    "*_xfm.txt",
+    "*_xfm.h5",
+    "logs/",
+    "*.html",
+    "sub-*/figures/",
+    "group/",
+]
+
+
+def write_atomic(path: Path, text: str) -> None:
+    with replacing(path) as tmp:
+        tmp.write_text(text)
+
+
+def dataset_description(bids_dir: Path) -> dict:
+    container = {"Type": "docker" if Path("/.dockerenv").exists() else "none"}
+    if os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER"):
+        container = {"Type": "singularity"}
+    return {
+        "Name": "mdgru-bids: MS lesion segmentation and longitudinal change",
+        "BIDSVersion": BIDS_VERSION,
+        "DatasetType": "derivative",
+        "GeneratedBy": [{
+            "Name": "mdgru-bids",
+            "Version": __version__,
+            "CodeURL": "https://pypi.org/project/mdgru-bids/",
+            "Container": container,
+        }],
+        "SourceDatasets": [{"URL": "bids:raw:"}],
+        "DatasetLinks": {"raw": bids_dir.resolve().as_uri()},
+        "HowToAcknowledge": "Cite Andermatt et al. 2016 and 2017 (MD-GRU) and mdgru-bids.",
+    }  # fmt: skip
+
+
+def init_derivatives(output_dir: Path, bids_dir: Path) -> None:
+    """Write the dataset-level files; identical content from concurrent jobs is harmless."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(
+        output_dir / "dataset_description.json",
+        json.dumps(dataset_description(bids_dir), indent=2) + "\n",
+    )
+    write_atomic(output_dir / ".bidsignore", "\n".join(BIDSIGNORE) + "\n")
+    rows = ["index\tname\tabbreviation"] + [
+        f"{index}\t{name}\t{name[:3].upper()}" for index, name in CHANGE_LABELS.items()
+    ]
+    write_atomic(output_dir / "desc-lesionchange_dseg.tsv", "\n".join(rows) + "\n")
+
+
+def publish(staging: Path, output_dir: Path) -> list[Path]:
+    """Move a finished participant's files from the staging folder into the output folder.
+
+    Each file is copied beside its destination and renamed over it, so no output is ever
+    half-written; the staging folder is removed afterwards.
+    """
+    published = []
+    for src in sorted(p for p in staging.rglob("*") if p.is_file()):
+        dest = output_dir / src.relative_to(staging)
+        with replacing(dest) as tmp:
+            shutil.copyfile(src, tmp)
+        published.append(dest)
+    shutil.rmtree(staging)
+    return published

@@ -1,0 +1,1 @@
+"""Nipype interfaces: thin wrappers; the science lives in model/, lesions/ and transforms."""

@@ -1,0 +1,193 @@
+"""Nipype interfaces over mdgru_bids.lesions: masks, change maps and lesion tables."""
+
+from __future__ import annotations
+
+import os
+
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    File,
+    SimpleInterface,
+    TraitedSpec,
+    traits,
+)
+
+#: Data dictionaries (BIDS JSON sidecars) of the lesion and change tables, in column order.
+LESION_DICTIONARY = {
+    "lesion_id": {"Description": "Lesion id; the same id in the session's subject-space labels"},
+    "volume_mm3": {"Description": "Lesion volume on the session's FLAIR grid", "Units": "mm^3"},
+    "centroid_x": {"Description": "Centroid, scanner x (RAS+)", "Units": "mm"},
+    "centroid_y": {"Description": "Centroid, scanner y (RAS+)", "Units": "mm"},
+    "centroid_z": {"Description": "Centroid, scanner z (RAS+)", "Units": "mm"},
+    "max_probability": {"Description": "Largest lesion probability inside the lesion"},
+    "mean_probability": {"Description": "Mean lesion probability inside the lesion"},
+    "class": {
+        "Description": "Change since the previous session (n/a in the first session)",
+        "Levels": {
+            "new": "no lesion there before",
+            "enlarging": "grew",
+            "shrinking": "shrank",
+            "stable": "about the same size",
+        },
+    },
+    "previous_lesion_ids": {
+        "Description": "Comma-separated ids of the previous session's lesions it overlaps"
+    },
+}
+CHANGE_DICTIONARY = {
+    "class": {
+        "Description": "Change of a group of overlapping lesions between consecutive sessions",
+        "Levels": {
+            "new": "no earlier lesion",
+            "resolved": "no later lesion",
+            "enlarging": "volume grew",
+            "shrinking": "volume shrank",
+            "stable": "volume about the same",
+        },
+    },
+    "lesion_ids": {"Description": "Comma-separated lesion ids in this session (n/a: none)"},
+    "previous_lesion_ids": {"Description": "Comma-separated lesion ids in the previous session"},
+    "volume_mm3": {"Description": "Group volume in this session, subject space", "Units": "mm^3"},
+    "previous_volume_mm3": {"Description": "Group volume in the previous session", "Units": "mm^3"},
+    "volume_change_mm3": {"Description": "volume_mm3 - previous_volume_mm3", "Units": "mm^3"},
+}
+LESION_COLUMNS = list(LESION_DICTIONARY)
+CHANGE_COLUMNS = list(CHANGE_DICTIONARY)
+
+
+class _LesionMaskInputSpec(BaseInterfaceInputSpec):
+    probseg = File(exists=True, mandatory=True, desc="lesion probability map")
+    threshold = traits.Float(0.5, usedefault=True, desc="probability above which a voxel is lesion")
+    min_volume_mm3 = traits.Float(10.0, usedefault=True, desc="smallest lesion kept")
+
+
+class _LesionMaskOutputSpec(TraitedSpec):
+    out_labels = File(exists=True, desc="lesion ids (int32), 0 = background")
+    out_mask = File(exists=True, desc="lesion mask (uint8)")
+
+
+class LesionMask(SimpleInterface):
+    """Threshold a probability map into lesions of at least the minimum size."""
+
+    input_spec = _LesionMaskInputSpec
+    output_spec = _LesionMaskOutputSpec
+
+    def _run_interface(self, runtime):
+        import numpy as np
+
+        from mdgru_bids.lesions.components import label_lesions, threshold_mask
+        from mdgru_bids.nifti import load_array, save_like
+
+        prob, img = load_array(self.inputs.probseg)
+        zooms = img.header.get_zooms()[:3]
+        mask = threshold_mask(prob, self.inputs.threshold, self.inputs.min_volume_mm3, zooms)
+        labels, _ = label_lesions(mask)
+        self._results["out_labels"] = str(
+            save_like(labels, img, os.path.join(runtime.cwd, "lesion_labels.nii.gz"), np.int32)
+        )
+        self._results["out_mask"] = str(
+            save_like(mask, img, os.path.join(runtime.cwd, "lesion_mask.nii.gz"), np.uint8)
+        )
+        return runtime
+
+
+class _LesionChangeInputSpec(BaseInterfaceInputSpec):
+    previous_labels = File(exists=True, mandatory=True, desc="lesion ids, earlier session")
+    current_labels = File(exists=True, mandatory=True, desc="lesion ids, later session, same grid")
+    min_change_mm3 = traits.Float(15.0, usedefault=True)
+    min_change_fraction = traits.Float(0.25, usedefault=True)
+
+
+class _LesionChangeOutputSpec(TraitedSpec):
+    out_dseg = File(exists=True, desc="change labels (DESIGN.md: 1 stable ... 5 resolved)")
+    out_table = File(exists=True, desc="one row per matched group of lesions")
+
+
+class LesionChange(SimpleInterface):
+    """Match lesions of consecutive sessions and classify their change."""
+
+    input_spec = _LesionChangeInputSpec
+    output_spec = _LesionChangeOutputSpec
+
+    def _run_interface(self, runtime):
+        import numpy as np
+        import pandas as pd
+
+        from mdgru_bids.lesions.change import ChangeThresholds, change_map, match_lesions
+        from mdgru_bids.nifti import load_array, save_like
+
+        prev, img = load_array(self.inputs.previous_labels, np.int32)
+        curr, _ = load_array(self.inputs.current_labels, np.int32)
+        voxel = float(abs(np.linalg.det(img.affine[:3, :3])))
+        thresholds = ChangeThresholds(self.inputs.min_change_mm3, self.inputs.min_change_fraction)
+        groups = match_lesions(prev, curr, voxel, thresholds)
+        dseg = change_map(prev, curr, groups)
+        rows = [
+            {
+                "class": g.name,
+                "lesion_ids": _ids(g.current),
+                "previous_lesion_ids": _ids(g.previous),
+                "volume_mm3": round(g.current_mm3, 3),
+                "previous_volume_mm3": round(g.previous_mm3, 3),
+                "volume_change_mm3": round(g.current_mm3 - g.previous_mm3, 3),
+            }
+            for g in groups
+        ]
+        table = os.path.join(runtime.cwd, "lesionchange_table.tsv")
+        pd.DataFrame(rows, columns=CHANGE_COLUMNS).to_csv(table, sep="\t", index=False)
+        self._results["out_table"] = table
+        self._results["out_dseg"] = str(
+            save_like(dseg, img, os.path.join(runtime.cwd, "lesionchange_dseg.nii.gz"), np.uint8)
+        )
+        return runtime
+
+
+class _LesionTableInputSpec(BaseInterfaceInputSpec):
+    labels = File(exists=True, mandatory=True, desc="lesion ids on the session's own grid")
+    probseg = File(exists=True, mandatory=True, desc="lesion probability on the same grid")
+    change_table = File(exists=True, desc="LesionChange table of this session (absent: first)")
+
+
+class _LesionTableOutputSpec(TraitedSpec):
+    out_table = File(exists=True)
+
+
+class LesionTable(SimpleInterface):
+    """One row per lesion: size, place, probability, and how it changed since last time."""
+
+    input_spec = _LesionTableInputSpec
+    output_spec = _LesionTableOutputSpec
+
+    def _run_interface(self, runtime):
+        import numpy as np
+        import pandas as pd
+        from nipype.interfaces.base import isdefined
+
+        from mdgru_bids.lesions.components import lesion_measures
+        from mdgru_bids.nifti import load_array
+
+        labels, img = load_array(self.inputs.labels, np.int32)
+        prob, _ = load_array(self.inputs.probseg)
+        rows = lesion_measures(labels, img.affine, prob)
+        change = {}
+        if isdefined(self.inputs.change_table):
+            groups = pd.read_csv(self.inputs.change_table, sep="\t", dtype=str)
+            for cls, ids, previous in zip(
+                groups["class"], groups["lesion_ids"], groups["previous_lesion_ids"], strict=True
+            ):
+                for lesion in str(ids).split(","):
+                    change[lesion] = (cls, previous)
+        for row in rows:
+            row.pop("voxels")
+            row["class"], row["previous_lesion_ids"] = change.get(
+                str(row["lesion_id"]), ("n/a", "n/a")
+            )
+        table = os.path.join(runtime.cwd, "lesions_table.tsv")
+        frame = pd.DataFrame(rows, columns=LESION_COLUMNS).round(4)
+        frame.to_csv(table, sep="\t", index=False, na_rep="n/a")
+        self._results["out_table"] = table
+        return runtime
+
+
+def _ids(ids: tuple[int, ...]) -> str:
+    return ",".join(str(i) for i in ids) if ids else "n/a"

@@ -1,0 +1,32 @@
+"""Writing arrays as NIfTI images on a known grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+
+def save_like(
+    data: np.ndarray,
+    like: nib.spatialimages.SpatialImage,
+    path: str | Path,
+    dtype: type = np.float32,
+) -> Path:
+    """Save ``data`` on the grid (affine, header geometry) of ``like`` with the given dtype."""
+    header = like.header.copy()
+    header.set_data_dtype(dtype)
+    img = nib.Nifti1Image(np.asarray(data, dtype=dtype), like.affine, header)
+    img.header.set_xyzt_units("mm")
+    img.set_qform(like.affine, code=1)
+    img.set_sform(like.affine, code=1)
+    nib.save(img, str(path))
+    return Path(path)
+
+
+def load_array(path: str | Path, dtype: type = np.float32) -> tuple[np.ndarray, nib.Nifti1Image]:
+    """The image data as a 3-D array of ``dtype``, and the image itself."""
+    img = nib.load(str(path))
+    data = np.asanyarray(img.dataobj).astype(dtype)
+    return (data[..., 0] if data.ndim == 4 else data), img

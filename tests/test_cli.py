@@ -1,0 +1,197 @@
+"""The mdgru-bids command line: usage, bad input and the exit codes of the BIDS-Apps spec.
+
+Every failure must be one line naming the problem, leave no derivatives and never touch the
+input dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from mdgru_bids.cli.parser import build_parser
+from mdgru_bids.cli.run import main
+
+
+def _tree_digest(root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        digest.update(str(path.relative_to(root)).encode())
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture
+def bids(phantom_bids: Path, tmp_path: Path) -> Path:
+    """A private copy of the phantom dataset the test may damage."""
+    return Path(shutil.copytree(phantom_bids, tmp_path / "bids"))
+
+
+def run(capsys, *argv) -> tuple[int, str]:
+    code = main([str(a) for a in argv])
+    return code, capsys.readouterr().err.strip()
+
+
+def _fails_cleanly(
+    capsys, code_expected: int, bids: Path, out: Path, *extra, match: str | tuple[str, ...]
+) -> None:
+    before = _tree_digest(bids)
+    code, err = run(capsys, bids, out, "participant", "-w", out.parent / "work", *extra)
+    assert code == code_expected, err
+    last = err.splitlines()[-1]
+    assert last.startswith("mdgru-bids: error:"), err
+    for part in (match,) if isinstance(match, str) else match:
+        assert part in last, err
+    assert not list(out.glob("sub-*")), "no derivatives may be written"
+    assert _tree_digest(bids) == before, "the input dataset must not change"
+
+
+def test_parser_knows_the_bids_app_options() -> None:
+    args = build_parser().parse_args(
+        ["in", "out", "participant", "--participant-label", "sub-01", "02", "--nprocs", "2",
+         "--omp-nthreads", "1", "--mem-mb", "4000", "--device", "cpu", "--random-seed", "3",
+         "--skip-bids-validation", "--stop-on-first-crash", "--write-graph", "-v"]
+    )  # fmt: skip
+    assert args.participant_label == ["sub-01", "02"] and args.nprocs == 2
+    assert args.random_seed == 3 and args.skip_bids_validation and args.verbose == 1
+
+
+def test_usage_errors_exit_64(capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["in", "out", "participant", "--nprocs", "0"])
+    assert exc.value.code == 64
+    with pytest.raises(SystemExit) as exc:
+        main(["in"])
+    assert exc.value.code == 64
+
+
+def test_version_exits_0(capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and "mdgru-bids" in capsys.readouterr().out
+
+
+def test_unknown_level_exits_17(capsys, bids: Path, tmp_path: Path) -> None:
+    code, err = run(capsys, bids, tmp_path / "out", "subject")
+    assert code == 17 and "unknown analysis level" in err
+
+
+def test_missing_input_exits_66(capsys, tmp_path: Path) -> None:
+    code, err = run(capsys, tmp_path / "nope", tmp_path / "out", "participant")
+    assert code == 66 and "does not exist" in err
+
+
+def test_output_inside_input_is_refused(capsys, bids: Path) -> None:
+    code, err = run(capsys, bids, bids / "derivatives" / "mdgru", "participant")
+    assert code == 64 and "inside the input dataset" in err
+
+
+def test_not_bids_exits_16(capsys, bids: Path, tmp_path: Path) -> None:
+    (bids / "dataset_description.json").unlink()
+    _fails_cleanly(
+        capsys, 16, bids, tmp_path / "out", "--skip-bids-validation", match="not a BIDS dataset"
+    )
+
+
+def test_invalid_bids_exits_16(capsys, bids: Path, tmp_path: Path) -> None:
+    (bids / "participants.tsv").unlink()
+    _fails_cleanly(capsys, 16, bids, tmp_path / "out", match="not valid BIDS")
+
+
+def test_unknown_participant_exits_66(capsys, bids: Path, tmp_path: Path) -> None:
+    _fails_cleanly(
+        capsys, 66, bids, tmp_path / "out", "--participant-label", "07", match="07 not found"
+    )
+
+
+def test_subject_without_flair_exits_66(capsys, bids: Path, tmp_path: Path) -> None:
+    for flair in (bids / "sub-01").rglob("*_FLAIR.*"):
+        flair.unlink()
+    _fails_cleanly(
+        capsys,
+        66,
+        bids,
+        tmp_path / "out",
+        "--participant-label",
+        "01",
+        "--skip-bids-validation",
+        match="no FLAIR",
+    )
+
+
+def _flair(bids: Path) -> Path:
+    return bids / "sub-01" / "ses-01" / "anat" / "sub-01_ses-01_FLAIR.nii.gz"
+
+
+@pytest.mark.parametrize(
+    ("damage", "match"),
+    [("4d", "3-D anatomical image is needed"), ("empty", "is empty"), ("nan", "NaN"),
+     ("unreadable", "cannot be read as NIfTI")],
+)  # fmt: skip
+def test_bad_images_exit_65(
+    capsys, bids: Path, tmp_path: Path, damage: str, match: str, tiny_model: Path
+) -> None:
+    path = _flair(bids)
+    img = nib.load(path)
+    data = np.asanyarray(img.dataobj).astype(np.float32)
+    if damage == "unreadable":
+        path.write_bytes(b"not a nifti at all")
+    else:
+        data = {"4d": np.stack([data, data], -1), "empty": np.zeros_like(data),
+                "nan": np.where(data > data.mean(), np.nan, data)}[damage]  # fmt: skip
+        nib.save(nib.Nifti1Image(data, img.affine), path)
+    _fails_cleanly(
+        capsys,
+        65,
+        bids,
+        tmp_path / "out",
+        "--skip-bids-validation",
+        "--model",
+        tiny_model,
+        match=(path.name, match),
+    )
+
+
+def test_bad_model_exits_65_and_missing_model_66(capsys, bids: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"\x00" * 64)
+    _fails_cleanly(capsys, 65, bids, tmp_path / "out", "--model", broken, match="broken")
+    _fails_cleanly(
+        capsys,
+        66,
+        bids,
+        tmp_path / "out",
+        "--model",
+        tmp_path / "none.safetensors",
+        match="does not exist",
+    )
+
+
+def test_missing_template_exits_66_and_says_how_to_fetch(
+    capsys, bids: Path, tmp_path: Path, tiny_model: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("TEMPLATEFLOW_HOME", str(tmp_path / "empty_tf"))
+    _fails_cleanly(
+        capsys, 66, bids, tmp_path / "out", "--model", tiny_model, match="TEMPLATEFLOW_HOME"
+    )
+
+
+def test_bids_filter_file_must_be_valid(capsys, bids: Path, tmp_path: Path) -> None:
+    filters = tmp_path / "filters.json"
+    filters.write_text(json.dumps({"bold": {"task": "rest"}}))
+    _fails_cleanly(
+        capsys,
+        64,
+        bids,
+        tmp_path / "out",
+        "--bids-filter-file",
+        filters,
+        match="expected an object",
+    )

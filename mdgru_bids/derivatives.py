@@ -30,6 +30,15 @@ BIDSIGNORE = [
 ]
 
 
+README = """\
+Derivatives of mdgru-bids: multiple-sclerosis lesion segmentation with Multi-Dimensional
+Gated Recurrent Units (Andermatt et al. 2016, 2017) and lesion change between consecutive
+sessions. Files without a space- entity lie on that session's own FLAIR grid; change maps
+use the labels in desc-lesionchange_dseg.tsv. Tables (*_table.tsv) have JSON data
+dictionaries beside them. Logs are in logs/.
+"""
+
+
 def write_atomic(path: Path, text: str) -> None:
     with replacing(path) as tmp:
         tmp.write_text(text)
@@ -63,6 +72,7 @@ def init_derivatives(output_dir: Path, bids_dir: Path) -> None:
         json.dumps(dataset_description(bids_dir), indent=2) + "\n",
     )
     write_atomic(output_dir / ".bidsignore", "\n".join(BIDSIGNORE) + "\n")
+    write_atomic(output_dir / "README", README)
     rows = ["index\tname\tabbreviation"] + [
         f"{index}\t{name}\t{name[:3].upper()}" for index, name in CHANGE_LABELS.items()
     ]

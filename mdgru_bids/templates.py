@@ -19,34 +19,27 @@ class Template:
 def resolve_template(name: str, resolution: int = 1) -> Template:
     """The template's T1w and brain mask at ``resolution`` from ``TEMPLATEFLOW_HOME``.
 
-    TemplateFlow would download what is missing; compute nodes have no network, so a missing
-    file is an error that says how to fetch it beforehand.
+    Files are looked up by TemplateFlow's own names directly on disk rather than through
+    ``templateflow.api``: the API reads TEMPLATEFLOW_HOME once, when first imported (niworkflows
+    imports it early), and downloads whatever it does not find. Compute nodes have no network,
+    so a missing file is an error that says how to fetch it beforehand.
     """
-    os.environ.setdefault("TEMPLATEFLOW_AUTOUPDATE", "0")
     home = os.environ.get("TEMPLATEFLOW_HOME")
     how = (
         f'pre-fetch it on a machine with internet (python -c "import templateflow.api as t; '
         f"t.get('{name}', resolution={resolution}, suffix=['T1w', 'mask'])\") and point "
         "TEMPLATEFLOW_HOME at that folder"
     )
-    if not home or not (Path(home) / f"tpl-{name}").is_dir():
+    folder = Path(home or "") / f"tpl-{name}"
+    if not home or not folder.is_dir():
         raise MissingInputError(
             f"template {name} not found in TEMPLATEFLOW_HOME={home or '(unset)'}: {how}"
         )
-    from templateflow import api
-
-    found = {}
-    for key, query in (
-        ("t1w", {"suffix": "T1w", "desc": None}),
-        ("brain_mask", {"suffix": "mask", "desc": "brain"}),
-    ):
-        files = api.get(name, resolution=resolution, extension=".nii.gz", **query)
-        files = files if isinstance(files, list) else [files]
-        files = [Path(f) for f in files if Path(f).is_file()]
-        if len(files) != 1:
-            raise MissingInputError(
-                f"template {name}: {query['suffix']} at resolution {resolution} is missing from "
-                f"TEMPLATEFLOW_HOME={home}: {how}"
-            )
-        found[key] = files[0]
-    return Template(name, found["t1w"], found["brain_mask"])
+    stem = f"tpl-{name}_res-{resolution:02d}"
+    files = {"t1w": folder / f"{stem}_T1w.nii.gz",
+             "brain_mask": folder / f"{stem}_desc-brain_mask.nii.gz"}  # fmt: skip
+    for path in files.values():
+        # an empty file is a placeholder of TemplateFlow's skeleton, never downloaded
+        if not path.is_file() or path.stat().st_size == 0:
+            raise MissingInputError(f"template file {path} is missing: {how}")
+    return Template(name, files["t1w"], files["brain_mask"])

@@ -34,3 +34,67 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     card = make_card(config, ["FLAIR", "T1w"], patch_size=[32, 32, 32], overlap=[8, 8, 8])
     path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
     return save_model(path, build_network(config), card)
+
+
+@pytest.fixture(scope="session")
+def mni_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A 3 mm brain template from nilearn's packaged MNI ICBM152 2009a: (T1w, brain mask).
+
+    The mask is grey + white matter above 0.5, holes (ventricles) filled, dilated by 2 mm
+    towards the intracranial surface. Small, so template registrations in tests are fast.
+    """
+    from importlib import resources
+
+    import nibabel as nib
+    import numpy as np
+    from scipy import ndimage
+
+    from mdgru_bids.phantom.anatomy import TEMPLATE_FILE
+
+    step = 3  # voxels of the 1 mm template per output voxel
+
+    def load(name: str) -> tuple[np.ndarray, np.ndarray]:
+        path = resources.files("nilearn") / "datasets" / "data" / TEMPLATE_FILE.format(name)
+        with resources.as_file(path) as real:
+            img = nib.load(real)
+            return img.get_fdata(dtype=np.float32), img.affine
+
+    def downsample(volume: np.ndarray) -> np.ndarray:
+        smooth = ndimage.gaussian_filter(volume.astype(np.float32), 0.4 * np.sqrt(step**2 - 1))
+        return smooth[::step, ::step, ::step]
+
+    t1, affine = load("t1")
+    gm, _ = load("gm")
+    wm, _ = load("wm")
+    brain = ndimage.binary_fill_holes((gm + wm) / 255.0 > 0.5)
+    brain = ndimage.binary_dilation(brain, iterations=2)
+    out = tmp_path_factory.mktemp("mni")
+    coarse = affine @ np.diag([step, step, step, 1.0])
+    t1_path, mask_path = out / "tpl-MNI_T1w.nii.gz", out / "tpl-MNI_desc-brain_mask.nii.gz"
+    nib.save(nib.Nifti1Image(downsample(t1), coarse), t1_path)
+    nib.save(nib.Nifti1Image((downsample(brain) >= 0.5).astype(np.uint8), coarse), mask_path)
+    return t1_path, mask_path
+
+
+@pytest.fixture(scope="session")
+def templateflow_home(
+    tmp_path_factory: pytest.TempPathFactory, mni_template: tuple[Path, Path]
+) -> Path:
+    """A pre-populated TEMPLATEFLOW_HOME holding the test template as MNI152NLin2009cAsym,
+    as a cluster user would have it (no network)."""
+    import json
+    import shutil
+
+    home = tmp_path_factory.mktemp("templateflow")
+    folder = home / "tpl-MNI152NLin2009cAsym"
+    folder.mkdir()
+    t1w, mask = mni_template
+    shutil.copy(t1w, folder / "tpl-MNI152NLin2009cAsym_res-01_T1w.nii.gz")
+    shutil.copy(mask, folder / "tpl-MNI152NLin2009cAsym_res-01_desc-brain_mask.nii.gz")
+    (folder / "template_description.json").write_text(
+        json.dumps({"Name": "MNI ICBM152 2009 (test copy from nilearn)", "BIDSVersion": "1.4.0"})
+    )
+    (home / "dataset_description.json").write_text(
+        json.dumps({"Name": "TemplateFlow (test)", "BIDSVersion": "1.4.0"})
+    )
+    return home

@@ -215,7 +215,13 @@ def plugin_settings(args: argparse.Namespace) -> tuple[str, dict]:
                 "(and optionally 'plugin_args')"
             )
         return str(spec["plugin"]), dict(spec.get("plugin_args") or {})
-    plugin_args: dict = {"n_procs": args.nprocs or os.cpu_count() or 1, "raise_insufficient": False}
+    # forkserver: workers start from a clean process, not as forks of this one, whose thread
+    # pools (torch, ITK, queue feeders) would leave a forked child deadlocked
+    plugin_args: dict = {
+        "n_procs": args.nprocs or os.cpu_count() or 1,
+        "raise_insufficient": False,
+        "mp_context": "forkserver",
+    }
     if args.mem_mb:
         plugin_args["memory_gb"] = args.mem_mb / 1024
     return "MultiProc", plugin_args

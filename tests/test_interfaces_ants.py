@@ -1,0 +1,267 @@
+"""The ANTsPy interfaces as Nipype nodes on the 3 mm phantom: registration accuracy and
+reproducibility, resampling, N4, brain masks and the subject space."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import ants
+import nibabel as nib
+import numpy as np
+import pytest
+from nipype.pipeline import engine as pe
+from scipy.spatial.transform import Rotation
+
+from mdgru_bids.interfaces.ants import (
+    ApplyTransforms,
+    BrainMask,
+    N4BiasCorrection,
+    Register,
+    SubjectSpace,
+)
+from mdgru_bids.lesions.metrics import dice
+from mdgru_bids.transforms import (
+    apply_to_points,
+    invert_linear,
+    is_rigid,
+    mask_points,
+    mean_rigid,
+    read_linear,
+    write_linear,
+)
+
+#: A short multi-resolution schedule: enough for 3 mm images, and fast.
+FAST = {"iterations": [100, 50, 20], "shrink_factors": [4, 2, 1], "smoothing_sigmas": [2, 1, 0]}
+
+
+def anat(root: Path, sub: str, ses: str, suffix: str) -> str:
+    return str(root / f"sub-{sub}" / f"ses-{ses}" / "anat" / f"sub-{sub}_ses-{ses}_{suffix}.nii.gz")
+
+
+def truth(root: Path, sub: str, ses: str, suffix: str) -> str:
+    return anat(root / "derivatives" / "truth", sub, ses, suffix)
+
+
+def run(interface: Any, tmp_path: Path, name: str) -> Any:
+    """Run an interface as a Nipype node in ``tmp_path``; its outputs."""
+    return pe.Node(interface, name=name, base_dir=str(tmp_path)).run().outputs
+
+
+def load(path: str) -> np.ndarray:
+    return np.asanyarray(nib.load(path).dataobj)
+
+
+def test_register_recovers_a_known_rigid_motion_reproducibly(
+    phantom_bids: Path, tmp_path: Path
+) -> None:
+    image = anat(phantom_bids, "01", "01", "T1w")
+    brain = nib.load(truth(phantom_bids, "01", "01", "desc-brain_mask"))
+    points = mask_points(np.asanyarray(brain.dataobj), brain.affine)
+    centre = points.mean(axis=0)
+    motion = np.eye(4)  # 5-9 degrees per axis about the brain's centre, and 4-6 mm
+    motion[:3, :3] = Rotation.from_euler("xyz", [7, -5, 9], degrees=True).as_matrix()
+    motion[:3, 3] = centre + np.array([5.0, -4.0, 6.0]) - motion[:3, :3] @ centre
+    moved = run(
+        ApplyTransforms(
+            in_file=image,
+            reference_image=image,
+            transforms=[str(write_linear(motion, tmp_path / "motion.txt"))],
+        ),
+        tmp_path,
+        "move",
+    ).out_file
+
+    def register(name: str) -> Any:
+        return run(
+            Register(fixed_image=image, moving_image=moved, random_seed=7, **FAST), tmp_path, name
+        )
+
+    first, again = register("register"), register("register_again")
+    recovered = read_linear(first.out_transform)  # moved -> original
+    error = np.linalg.norm(apply_to_points(recovered @ motion, points) - points, axis=1)
+    voxel = min(nib.load(image).header.get_zooms())
+    assert error.max() < voxel, f"max error {error.max():.2f} mm"
+    assert error.mean() < voxel / 3
+    assert is_rigid(recovered)
+    np.testing.assert_allclose(
+        read_linear(first.out_inverse_transform) @ recovered, np.eye(4), atol=1e-4
+    )
+    assert Path(first.out_transform).read_text() == Path(again.out_transform).read_text()
+    # Bit-identical at full precision too (the text file keeps six digits).
+    np.testing.assert_array_equal(load(first.warped_image), load(again.warped_image))
+    assert nib.load(first.warped_image).shape == nib.load(image).shape
+
+
+def test_apply_transforms_inverts_text_transforms_and_keeps_label_types(
+    phantom_bids: Path, tmp_path: Path
+) -> None:
+    mask = truth(phantom_bids, "01", "01", "desc-brain_mask")
+    reference = anat(phantom_bids, "01", "02", "FLAIR")
+    shift = np.eye(4)
+    shift[:3, 3] = [4.0, -3.0, 2.0]
+    xfm = write_linear(shift, tmp_path / "shift.txt")
+    out = run(
+        ApplyTransforms(
+            in_file=mask,
+            reference_image=reference,
+            transforms=[str(xfm)],
+            invert_transform_flags=[True],
+            interpolation="nearestNeighbor",
+        ),
+        tmp_path,
+        "resample",
+    ).out_file
+    expected = ants.apply_transforms(
+        ants.image_read(reference),
+        ants.image_read(mask),
+        [str(invert_linear(xfm, tmp_path / "shift_inverse.txt"))],
+        interpolator="nearestNeighbor",
+    ).numpy()
+    img = nib.load(out)
+    assert img.get_data_dtype() == np.uint8
+    np.testing.assert_allclose(img.affine, nib.load(reference).affine)
+    np.testing.assert_array_equal(np.asanyarray(img.dataobj), expected)
+    with pytest.raises(ValueError, match="1 entries for 2 transforms"):
+        ApplyTransforms(
+            in_file=mask,
+            reference_image=reference,
+            transforms=[str(xfm), str(xfm)],
+            invert_transform_flags=[True],
+        ).run(cwd=str(tmp_path))
+
+
+def test_n4_removes_most_of_a_smooth_bias_field(phantom_bids: Path, tmp_path: Path) -> None:
+    flair = nib.load(anat(phantom_bids, "01", "01", "FLAIR"))
+    brain = load(truth(phantom_bids, "01", "01", "desc-brain_mask")) > 0
+    wm = load(truth(phantom_bids, "01", "01", "label-WM_probseg")) > 0.9  # fractions
+    ijk = np.stack(np.meshgrid(*map(np.arange, flair.shape), indexing="ij"), axis=-1)
+    x, y, z = np.moveaxis(apply_to_points(flair.affine, ijk.reshape(-1, 3)), -1, 0)
+    bias = np.exp(0.4 * x / 80 + 0.3 * y / 100 - 0.3 * (z / 60) ** 2).reshape(flair.shape)
+    biased = tmp_path / "biased.nii.gz"
+    nib.save(nib.Nifti1Image((flair.get_fdata() * bias).astype(np.float32), flair.affine), biased)
+    mask = tmp_path / "brain.nii.gz"
+    nib.save(nib.Nifti1Image(brain.astype(np.uint8), flair.affine), mask)
+    out = run(N4BiasCorrection(in_file=str(biased), mask_file=str(mask)), tmp_path, "n4").out_file
+
+    def cv(data: np.ndarray, where: np.ndarray) -> float:
+        return float(data[where].std() / data[where].mean())
+
+    before, after = nib.load(biased).get_fdata(), nib.load(out)
+    assert after.get_data_dtype() == np.float32
+    assert after.shape == flair.shape
+    np.testing.assert_allclose(after.affine, flair.affine)
+    assert cv(after.get_fdata(), wm) < 0.5 * cv(before, wm)
+    assert cv(after.get_fdata(), brain) < 0.8 * cv(before, brain)
+
+
+def test_brain_mask_from_a_template_matches_the_truth(
+    phantom_bids: Path, mni_template: tuple[Path, Path], tmp_path: Path
+) -> None:
+    flair = anat(phantom_bids, "01", "01", "FLAIR")
+    template, template_mask = mni_template
+    out = run(
+        BrainMask(
+            in_file=flair, template_image=str(template), template_mask=str(template_mask), **FAST
+        ),
+        tmp_path,
+        "brain_mask",
+    )
+    mask = nib.load(out.out_mask)
+    assert mask.get_data_dtype() == np.uint8
+    np.testing.assert_allclose(mask.affine, nib.load(flair).affine)
+    score = dice(
+        np.asanyarray(mask.dataobj), load(truth(phantom_bids, "01", "01", "desc-brain_mask"))
+    )
+    assert score > 0.85, f"Dice {score:.3f}"
+    assert read_linear(out.out_transform).shape == (4, 4)
+
+
+def test_subject_space_aligns_two_sessions_halfway(phantom_bids: Path, tmp_path: Path) -> None:
+    flairs = [anat(phantom_bids, "01", s, "FLAIR") for s in ("01", "02")]
+    masks = [truth(phantom_bids, "01", s, "desc-brain_mask") for s in ("01", "02")]
+    out = run(
+        SubjectSpace(in_files=flairs, in_masks=masks, resolution_mm=3.0, **FAST),
+        tmp_path,
+        "subject_space",
+    )
+    xfms = [read_linear(path) for path in out.out_transforms]
+    assert len(xfms) == 2 and all(is_rigid(x) for x in xfms)
+    np.testing.assert_allclose(mean_rigid(xfms), np.eye(4), atol=1e-3)  # favours no session
+    reference = nib.load(out.out_reference)
+    assert reference.header.get_zooms() == (3.0, 3.0, 3.0)
+    fixed = ants.image_read(out.out_reference)
+    moved = []
+    for mask, xfm, path in zip(masks, xfms, out.out_transforms, strict=True):
+        img = nib.load(mask)
+        voxels = apply_to_points(
+            np.linalg.inv(reference.affine) @ xfm,
+            mask_points(np.asanyarray(img.dataobj), img.affine),
+        )
+        assert voxels.min() >= 0 and (voxels <= np.array(reference.shape) - 1).all()
+        resampled = ants.apply_transforms(fixed, ants.image_read(mask), [path]).numpy() >= 0.5
+        moved.append(resampled)
+    union = np.asanyarray(reference.dataobj) > 0
+    assert not (moved[0] & ~union).any() and not (moved[1] & ~union).any()
+    score = dice(moved[0], moved[1])
+    assert score > 0.8, f"Dice {score:.3f}"
+
+
+def test_subject_space_of_one_session_is_its_own_space(phantom_bids: Path, tmp_path: Path) -> None:
+    flair = anat(phantom_bids, "02", "01", "FLAIR")
+    mask = truth(phantom_bids, "02", "01", "desc-brain_mask")
+    out = run(
+        SubjectSpace(in_files=[flair], in_masks=[mask], resolution_mm=3.0, margin_mm=6.0),
+        tmp_path,
+        "subject_space",
+    )
+    (xfm,) = out.out_transforms
+    np.testing.assert_allclose(read_linear(xfm), np.eye(4), atol=1e-6)
+    img, reference = nib.load(mask), nib.load(out.out_reference)
+    points = mask_points(np.asanyarray(img.dataobj), img.affine)
+    low = apply_to_points(reference.affine, np.zeros((1, 3)))[0]
+    high = apply_to_points(reference.affine, np.array(reference.shape, float)[None] - 1)[0]
+    np.testing.assert_allclose(low, points.min(axis=0) - 6.0, atol=3.0)
+    np.testing.assert_allclose(high, points.max(axis=0) + 6.0, atol=3.0)
+
+
+def test_register_syn_writes_a_composite_transform_with_its_inverse(
+    phantom_bids: Path, tmp_path: Path
+) -> None:
+    fixed = anat(phantom_bids, "01", "01", "T1w")
+    moving = anat(phantom_bids, "02", "01", "T1w")
+    out = run(
+        Register(
+            fixed_image=fixed,
+            moving_image=moving,
+            transform="SyN",
+            syn_iterations=[20, 10, 0],
+            **FAST,
+        ),
+        tmp_path,
+        "register_syn",
+    )
+    assert out.out_transform.endswith(".h5") and out.out_inverse_transform.endswith(".h5")
+    again = ants.apply_transforms(
+        ants.image_read(fixed), ants.image_read(moving), [out.out_transform]
+    ).numpy()
+    warped = load(out.warped_image)
+    assert np.abs(again - warped).max() < 0.01 * warped.max()  # the affine is in the composite
+    with pytest.raises(ValueError, match="only linear transforms"):
+        ApplyTransforms(
+            in_file=moving,
+            reference_image=fixed,
+            transforms=[out.out_transform],
+            invert_transform_flags=[True],
+        ).run(cwd=str(tmp_path))
+
+
+def test_user_errors_are_one_clear_line(phantom_bids: Path, tmp_path: Path) -> None:
+    flair = anat(phantom_bids, "01", "01", "FLAIR")
+    other_grid = truth(phantom_bids, "01", "02", "desc-brain_mask")
+    with pytest.raises(ValueError, match="is not on the grid of"):
+        N4BiasCorrection(in_file=flair, mask_file=other_grid).run(cwd=str(tmp_path))
+    with pytest.raises(ValueError, match=r"one entry per level \(got 3, 2, 3\)"):
+        Register(fixed_image=flair, moving_image=flair, **(FAST | {"shrink_factors": [2, 1]})).run(
+            cwd=str(tmp_path)
+        )

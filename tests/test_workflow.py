@@ -1,0 +1,169 @@
+"""The participant workflow: graphs for any number of sessions, and a full run on a phantom."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from mdgru_bids.collect import Session, Subject
+from mdgru_bids.templates import resolve_template
+from mdgru_bids.workflows.base import WorkflowConfig, init_single_subject_wf
+
+
+def _subject(n_sessions: int, t1w: bool) -> Subject:
+    sessions = tuple(
+        Session(f"{i:02d}", Path(f"/data/sub-01_ses-{i:02d}_FLAIR.nii.gz"),
+                Path(f"/data/sub-01_ses-{i:02d}_T1w.nii.gz") if t1w else None)
+        for i in range(1, n_sessions + 1)
+    )  # fmt: skip
+    return Subject("01", sessions)
+
+
+@pytest.mark.parametrize("n_sessions", [1, 2, 3])
+@pytest.mark.parametrize("t1w", [True, False])
+def test_graph_builds_for_any_number_of_sessions(
+    n_sessions: int,
+    t1w: bool,
+    templateflow_home: Path,
+    tiny_model: Path,
+    tmp_path: Path,
+    monkeypatch,
+) -> None:
+    monkeypatch.setenv("TEMPLATEFLOW_HOME", str(templateflow_home))
+    cfg = WorkflowConfig(
+        bids_dir=Path("/data"), derivatives_dir=tmp_path, model=tiny_model,
+        model_inputs=("FLAIR", "T1w") if t1w else ("FLAIR",),
+        template=resolve_template("MNI152NLin2009cAsym"),
+    )  # fmt: skip
+    workflow = init_single_subject_wf(_subject(n_sessions, t1w), cfg)
+    graph = workflow._create_flat_graph()  # validates every connection
+    names = {node.fullname.split(".", 1)[1] for node in graph.nodes()}
+    for i in range(1, n_sessions + 1):
+        assert f"lesion_seg_ses_{i:02d}_wf.segment" in names
+        assert (f"anat_preproc_ses_{i:02d}_wf.t1w_to_flair" in names) == t1w
+    changes = sorted(n for n in names if n.startswith("lesion_change_"))
+    assert changes == [f"lesion_change_ses_{i:02d}" for i in range(2, n_sessions + 1)]
+    sinks = [n for n in names if n.startswith("ds_")]
+    per_session = 8 if t1w else 7
+    assert len(sinks) == 1 + per_session * n_sessions + 2 * (n_sessions - 1)
+
+
+@pytest.fixture(scope="module")
+def participant_run(
+    phantom_bids: Path,
+    tiny_model: Path,
+    templateflow_home: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, Path, list[str]]:
+    """One full run of the installed command on phantom participant 01 (2 sessions)."""
+    out = tmp_path_factory.mktemp("run") / "derivatives"
+    work = out.parent / "work"
+    argv = [
+        sys.executable,
+        "-m",
+        "mdgru_bids.cli.run",
+        str(phantom_bids),
+        str(out),
+        "participant",
+        "--participant-label",
+        "01",
+        "-w",
+        str(work),
+        "--model",
+        str(tiny_model),
+        "--nprocs",
+        "2",
+        "--omp-nthreads",
+        "1",
+        "--device",
+        "cpu",
+    ]
+    env = {"TEMPLATEFLOW_HOME": str(templateflow_home), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out, work, argv
+
+
+def test_full_run_writes_the_designed_derivatives(participant_run) -> None:
+    out, _, _ = participant_run
+    anat = out / "sub-01" / "ses-02" / "anat"
+    expected = [
+        "desc-preproc_FLAIR.nii.gz", "space-FLAIR_desc-preproc_T1w.nii.gz",
+        "desc-brain_mask.nii.gz", "label-lesion_probseg.nii.gz", "label-lesion_mask.nii.gz",
+        "label-lesion_mask.json", "desc-lesions_table.tsv", "desc-lesions_table.json",
+        "desc-lesionchange_dseg.nii.gz", "desc-lesionchange_table.tsv",
+        "from-FLAIR_to-subject_mode-image_xfm.txt",
+        "space-MNI152NLin2009cAsym_label-lesion_probseg.nii.gz",
+    ]  # fmt: skip
+    for stem in expected:
+        assert (anat / f"sub-01_ses-02_{stem}").is_file(), stem
+    first = out / "sub-01" / "ses-01" / "anat"
+    assert (first / "sub-01_ses-01_label-lesion_mask.nii.gz").is_file()
+    assert not list(first.glob("*lesionchange*")), "the first session has nothing to change from"
+    assert (
+        out / "sub-01" / "anat" / "sub-01_from-subject_to-MNI152NLin2009cAsym_mode-image_xfm.h5"
+    ).is_file()
+    assert not (out / "sub-02").exists()
+    description = json.loads((out / "dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative"
+    assert description["GeneratedBy"][0]["Name"] == "mdgru-bids"
+    sidecar = json.loads((anat / "sub-01_ses-02_label-lesion_mask.json").read_text())
+    assert sidecar["Type"] == "Lesion" and sidecar["Sources"]
+
+
+def test_outputs_sit_on_each_sessions_flair_grid(participant_run, phantom_bids: Path) -> None:
+    out, _, _ = participant_run
+    for ses in ("01", "02"):
+        raw = nib.load(
+            phantom_bids / "sub-01" / f"ses-{ses}" / "anat" / f"sub-01_ses-{ses}_FLAIR.nii.gz"
+        )
+        for stem in ("desc-preproc_FLAIR", "label-lesion_probseg", "label-lesion_mask"):
+            img = nib.load(
+                out / "sub-01" / f"ses-{ses}" / "anat" / f"sub-01_ses-{ses}_{stem}.nii.gz"
+            )
+            assert img.shape == raw.shape and np.allclose(img.affine, raw.affine, atol=1e-4)
+        prob = nib.load(
+            out / "sub-01" / f"ses-{ses}" / "anat" / f"sub-01_ses-{ses}_label-lesion_probseg.nii.gz"
+        ).get_fdata()
+        assert prob.min() >= 0 and prob.max() <= 1
+
+
+def test_tables_have_the_documented_columns(participant_run) -> None:
+    out, _, _ = participant_run
+    anat = out / "sub-01" / "ses-02" / "anat"
+    lesions = pd.read_csv(anat / "sub-01_ses-02_desc-lesions_table.tsv", sep="\t")
+    dictionary = json.loads((anat / "sub-01_ses-02_desc-lesions_table.json").read_text())
+    assert set(lesions.columns) == set(dictionary)
+    change = pd.read_csv(anat / "sub-01_ses-02_desc-lesionchange_table.tsv", sep="\t")
+    assert set(change["class"]) <= {"new", "enlarging", "shrinking", "stable", "resolved"}
+
+
+def test_outputs_are_valid_bids_derivatives(participant_run) -> None:
+    out, _, _ = participant_run
+    exe = Path(sys.executable).parent / "bids-validator-deno"
+    done = subprocess.run([str(exe), "--json", str(out)], capture_output=True, text=True)
+    issues = json.loads(done.stdout)["issues"]["issues"]
+    errors = [(i["code"], i.get("location")) for i in issues if i["severity"] == "error"]
+    assert errors == []
+
+
+def test_rerun_with_the_same_work_dir_resumes(participant_run, templateflow_home: Path) -> None:
+    out, work, argv = participant_run
+    results = sorted(work.rglob("result_*.pklz"))
+    assert results
+    stamps = {p: p.stat().st_mtime_ns for p in results}
+    env = {"TEMPLATEFLOW_HOME": str(templateflow_home), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    recomputed = [
+        p for p in results if p.stat().st_mtime_ns != stamps[p] and "/ds_" not in str(p)
+    ]  # data sinks always run, by design
+    assert recomputed == []
+    assert (out / "sub-01" / "ses-02" / "anat" / "sub-01_ses-02_label-lesion_mask.nii.gz").is_file()

@@ -1,0 +1,1 @@
+"""Nipype workflow builders (init_*_wf), one concern per module."""

@@ -104,6 +104,11 @@ def collect_subjects(
     subjects = []
     for label in wanted:
         sessions = _collect_sessions(layout, label, session_labels, queries)
+        if not sessions and session_labels:
+            raise NothingSelectedError(
+                f"--session-label {' '.join(session_labels)} selected no session of sub-{label} "
+                f"(it has: {', '.join(layout.get_sessions(subject=label)) or 'none'})"
+            )
         if not sessions:
             raise MissingInputError(
                 f"sub-{label} has no FLAIR image matching {queries['flair']} in {layout.root}: "

@@ -111,6 +111,33 @@ def test_unknown_participant_exits_66(capsys, bids: Path, tmp_path: Path) -> Non
     )
 
 
+def test_session_filter_selecting_nothing_exits_18(capsys, bids: Path, tmp_path: Path) -> None:
+    _fails_cleanly(
+        capsys,
+        18,
+        bids,
+        tmp_path / "out",
+        "--session-label",
+        "09",
+        "--skip-bids-validation",
+        match="selected no session",
+    )
+
+
+def test_sessions_follow_acquisition_time_not_labels(bids: Path) -> None:
+    from mdgru_bids.collect import collect_subjects, load_layout
+
+    table = bids / "sub-01" / "sub-01_sessions.tsv"
+    rows = table.read_text().splitlines()
+    header = rows[0].split("\t")
+    when = header.index("acq_time")
+    first, second = (r.split("\t") for r in rows[1:3])
+    first[when], second[when] = second[when], first[when]  # ses-02 now comes first
+    table.write_text("\n".join(["\t".join(header), "\t".join(first), "\t".join(second)]) + "\n")
+    (subject,) = collect_subjects(load_layout(bids), ["01"])
+    assert [s.label for s in subject.sessions] == ["02", "01"]
+
+
 def test_subject_without_flair_exits_66(capsys, bids: Path, tmp_path: Path) -> None:
     for flair in (bids / "sub-01").rglob("*_FLAIR.*"):
         flair.unlink()

@@ -19,9 +19,7 @@ def phantom_bids(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_dataset(root, participants=2, sessions=2, seed=0, resolution=3.0)
 
 
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An untrained, tiny FLAIR + T1w model file: fast, and enough to run the pipeline."""
+def _tiny_model(folder: Path, inputs: list[str]) -> Path:
     import torch
 
     from mdgru_bids.model.files import make_card, save_model
@@ -29,11 +27,27 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     torch.manual_seed(0)
     config = NetworkConfig(
-        in_channels=2, hidden=(4, 4), outputs=(4, 4), kernel_size=(3, 3), stem=4, dropconnect=0.0
+        in_channels=len(inputs),
+        hidden=(4, 4),
+        outputs=(4, 4),
+        kernel_size=(3, 3),
+        stem=4,
+        dropconnect=0.0,
     )
-    card = make_card(config, ["FLAIR", "T1w"], patch_size=[32, 32, 32], overlap=[8, 8, 8])
-    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    return save_model(path, build_network(config), card)
+    card = make_card(config, inputs, patch_size=[32, 32, 32], overlap=[8, 8, 8])
+    return save_model(folder / f"tiny_{'_'.join(inputs)}.safetensors", build_network(config), card)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained, tiny FLAIR + T1w model file: fast, and enough to run the pipeline."""
+    return _tiny_model(tmp_path_factory.mktemp("model"), ["FLAIR", "T1w"])
+
+
+@pytest.fixture(scope="session")
+def tiny_model_flair(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same for FLAIR only."""
+    return _tiny_model(tmp_path_factory.mktemp("model"), ["FLAIR"])
 
 
 @pytest.fixture(scope="session")

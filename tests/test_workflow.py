@@ -167,3 +167,30 @@ def test_rerun_with_the_same_work_dir_resumes(participant_run, templateflow_home
     ]  # data sinks always run, by design
     assert recomputed == []
     assert (out / "sub-01" / "ses-02" / "anat" / "sub-01_ses-02_label-lesion_mask.nii.gz").is_file()
+
+
+def test_single_session_flair_only_run_with_a_plugin_file(
+    tiny_model_flair: Path, templateflow_home: Path, tmp_path: Path
+) -> None:
+    """One session, no T1w, the Linear plugin from a plugin file: masks and tables, no change."""
+    from mdgru_bids.phantom import make_dataset
+
+    bids = make_dataset(tmp_path / "bids", participants=1, sessions=1, seed=4, resolution=3.0)
+    for t1w in bids.rglob("*_T1w.*"):
+        t1w.unlink()
+    plugin = tmp_path / "plugin.yml"
+    plugin.write_text("plugin: Linear\nplugin_args: {}\n")
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "mdgru_bids.cli.run", str(bids), str(out), "participant",
+            "-w", str(tmp_path / "work"), "--model", str(tiny_model_flair), "--omp-nthreads",
+            "1", "--nipype-plugin-file", str(plugin)]  # fmt: skip
+    env = {"TEMPLATEFLOW_HOME": str(templateflow_home), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    anat = out / "sub-01" / "ses-01" / "anat"
+    assert (anat / "sub-01_ses-01_label-lesion_mask.nii.gz").is_file()
+    assert (anat / "sub-01_ses-01_desc-lesions_table.tsv").is_file()
+    assert not list(out.rglob("*lesionchange*.nii.gz"))
+    assert not list(out.rglob("*_T1w.nii.gz"))
+    log = (out / "logs" / "pypeline.log").read_text()
+    assert "Running serially" in log and "[MultiProc]" not in log

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import psutil
 import torch
 from nipype.utils.filemanip import loadpkl
 from scipy import ndimage
@@ -63,6 +63,21 @@ def template_home(folder: Path) -> Path:
         tpl / "tpl-MNI152NLin2009cAsym_res-01_desc-brain_mask.nii.gz",
     )
     return folder
+
+
+def watch_memory(proc: subprocess.Popen, every: float = 0.5) -> tuple[float, float]:
+    """Wait for ``proc``; return the peak RSS (GiB) of its largest process and of its whole
+    process tree (Nipype workers and the ANTs processes they start), sampled."""
+    root = psutil.Process(proc.pid)
+    peak_one = peak_all = 0.0
+    while proc.poll() is None:
+        try:
+            rss = [p.memory_info().rss for p in [root, *root.children(recursive=True)]]
+        except psutil.Error:  # a process ended while we looked
+            continue
+        peak_one, peak_all = max(peak_one, max(rss)), max(peak_all, sum(rss))
+        time.sleep(every)
+    return peak_one / 2**30, peak_all / 2**30
 
 
 def stage_of(node: str) -> str:
@@ -112,11 +127,13 @@ def main() -> None:
         ]
         env = os.environ | {"TEMPLATEFLOW_HOME": str(home)}
         start = time.perf_counter()
-        done = subprocess.run(argv, env=env, capture_output=True, text=True)
-        wall = time.perf_counter() - start
-        if done.returncode != 0:
-            sys.exit(done.stderr[-2000:])
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+        with tempfile.TemporaryFile("w+") as err:
+            proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=err)
+            peak_one, peak_all = watch_memory(proc)
+            wall = time.perf_counter() - start
+            if proc.returncode != 0:
+                err.seek(0)
+                sys.exit(err.read()[-2000:])
         stages: dict[str, float] = defaultdict(float)
         for result in (tmp / "work").rglob("result_*.pklz"):
             node = result.parent.name
@@ -129,11 +146,15 @@ def main() -> None:
         "sessions": 2,
         "nprocs": args.nprocs,
         "wall_seconds": wall,
-        "peak_rss_gib_largest_process": peak,
+        "peak_rss_gib_largest_process": peak_one,
+        "peak_rss_gib_all_processes": peak_all,
         "node_seconds_by_stage": dict(sorted(stages.items(), key=lambda kv: -kv[1])),
     }
     print(f"1 participant × 2 sessions at {args.resolution} mm, {args.nprocs} processes")
-    print(f"wall time {wall:.1f} s, peak RSS of the largest process {peak:.2f} GiB")
+    print(
+        f"wall time {wall:.1f} s; peak RSS {peak_one:.2f} GiB (largest process), "
+        f"{peak_all:.2f} GiB (all processes together)"
+    )
     print("node time by stage (summed over nodes; they overlap in parallel):")
     for stage, seconds in out["node_seconds_by_stage"].items():
         print(f"  {stage:40} {seconds:8.1f} s")

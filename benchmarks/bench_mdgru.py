@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -109,8 +108,17 @@ def volume_worker(config: str, precision: str, patch: int) -> dict:
         "autocast": str(autocast_dtype(device, precision)),
         "patch": patch,
         "seconds": seconds,
-        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "peak_rss_gib": _peak_rss_gib(),
     }
+
+
+def _peak_rss_gib() -> float:
+    """This process's peak RSS. VmHWM starts afresh at exec; getrusage's ru_maxrss does not
+    (a child started from a large parent would report the parent's size)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
 
 
 def volume_figures(configs: list[str], precisions: list[str]) -> list[dict]:

@@ -36,6 +36,11 @@ class Session:
     t1w: Path | None
     acq_time: str | None = None
 
+    @property
+    def tag(self) -> str:
+        """A node-name-safe tag ('ses_01', or 'nosession' in a dataset without sessions)."""
+        return f"ses_{self.label}" if self.label is not None else "nosession"
+
 
 @dataclass(frozen=True)
 class Subject:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
+from nipype.utils.filemanip import ensure_list
 
 from mdgru_bids.interfaces.ants import ApplyTransforms, BrainMask, N4BiasCorrection, Register
 
@@ -83,12 +84,8 @@ def init_anat_preproc_wf(
         (brain_mask, t1w_to_flair, [("out_mask", "fixed_mask")]),
         (n4_t1w, t1w_resample, [("out_file", "in_file")]),
         (n4_flair_masked, t1w_resample, [("out_file", "reference_image")]),
-        (t1w_to_flair, t1w_resample, [(("out_transform", _listify), "transforms")]),
+        (t1w_to_flair, t1w_resample, [(("out_transform", ensure_list), "transforms")]),
         (t1w_resample, outputnode, [("out_file", "t1w_preproc")]),
         (t1w_to_flair, outputnode, [("out_transform", "t1w_to_flair")]),
     ])  # fmt: skip
     return workflow
-
-
-def _listify(value):
-    return value if isinstance(value, list) else [value]

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
+from nipype.utils.filemanip import ensure_list
 
-from mdgru_bids.collect import Session, Subject
+from mdgru_bids.collect import Subject
 from mdgru_bids.interfaces.ants import ApplyTransforms, Register, SubjectSpace
 from mdgru_bids.interfaces.images import MeanImage
 from mdgru_bids.interfaces.lesions import LesionChange, LesionTable
@@ -36,11 +37,6 @@ class WorkflowConfig:
     min_lesion_mm3: float = 10.0
     change: ChangeThresholds = field(default_factory=ChangeThresholds)
     subject_resolution_mm: float = 1.0
-
-
-def session_tag(session: Session) -> str:
-    """A node-name-safe tag for a session ('ses_01', or 'nosession')."""
-    return f"ses_{session.label}" if session.label is not None else "nosession"
 
 
 def init_single_subject_wf(subject: Subject, cfg: WorkflowConfig) -> pe.Workflow:
@@ -85,7 +81,7 @@ def init_single_subject_wf(subject: Subject, cfg: WorkflowConfig) -> pe.Workflow
 
     previous = None
     for i, session in enumerate(subject.sessions):
-        tag = session_tag(session)
+        tag = session.tag
         anat = init_anat_preproc_wf(
             use_t1w=use_t1w,
             omp_nthreads=cfg.omp_nthreads,
@@ -125,7 +121,7 @@ def init_single_subject_wf(subject: Subject, cfg: WorkflowConfig) -> pe.Workflow
             (subject_space, seg, [("out_reference", "inputnode.subject_reference")]),
             (seg, table, [("outputnode.labels", "labels"), ("outputnode.probseg", "probseg")]),
             (seg, to_template_space, [("outputnode.subject_probseg", "in_file")]),
-            (to_template, to_template_space, [(("out_transform", _listify), "transforms")]),
+            (to_template, to_template_space, [(("out_transform", ensure_list), "transforms")]),
         ])  # fmt: skip
         sinks.session(session, anat, seg, table, pick, to_template_space, use_t1w)
         if previous is not None:
@@ -147,15 +143,11 @@ def init_single_subject_wf(subject: Subject, cfg: WorkflowConfig) -> pe.Workflow
                 (change, table, [("out_table", "change_table")]),
                 (change, change_to_session, [("out_dseg", "in_file")]),
                 (anat, change_to_session, [("outputnode.flair_preproc", "reference_image")]),
-                (pick, change_to_session, [(("out", _listify), "transforms")]),
+                (pick, change_to_session, [(("out", ensure_list), "transforms")]),
             ])  # fmt: skip
             sinks.change(session, subject.sessions[i - 1], change, change_to_session)
         previous = seg
     return workflow
-
-
-def _listify(value):
-    return value if isinstance(value, list) else [value]
 
 
 _SUBJECT_SPACE_DESC = (

@@ -60,7 +60,7 @@ class Sinks:
         )
 
     def session(self, session, anat, seg, table, pick, to_template, use_t1w: bool) -> None:
-        tag = f"ses_{session.label}" if session.label else "nosession"
+        tag = session.tag
         flair = self._raw(session.flair)  # every unqualified output is on this grid
         preproc = self._ours(session, "desc-preproc_FLAIR.nii.gz")
         probseg = self._ours(session, "label-lesion_probseg.nii.gz")
@@ -104,7 +104,7 @@ class Sinks:
             self._add(f"{name}_{tag}", session.flair, node, field, **inputs)
 
     def change(self, session, previous, change, change_to_session) -> None:
-        tag = f"ses_{session.label}"
+        tag = session.tag
         sources = [
             self._ours(previous, "label-lesion_probseg.nii.gz"),
             self._ours(session, "label-lesion_probseg.nii.gz"),

@@ -44,9 +44,11 @@ def init_single_subject_wf(subject: Subject, cfg: WorkflowConfig) -> pe.Workflow
     use_t1w = "T1w" in cfg.model_inputs
     n = len(subject.sessions)
     workflow = pe.Workflow(name=f"sub_{subject.label}_wf")
-    workflow.__desc__ = (
-        f"Participant {subject.label} had {n} session(s), processed in acquisition order."
-    )
+    # Nipype keeps method text on workflows only, so the subject-level steps are described here.
+    workflow.__desc__ = " ".join(
+        [f"Participant {subject.label} had {n} session(s), processed in acquisition order.",
+         _SUBJECT_SPACE_DESC] + ([_CHANGE_DESC.format(t=cfg.change)] if n > 1 else [])
+    )  # fmt: skip
     merged = {key: pe.Node(niu.Merge(n), name=f"merge_{key}") for key in ("flair", "mask", "mean")}
     subject_space = pe.Node(
         SubjectSpace(
@@ -57,7 +59,6 @@ def init_single_subject_wf(subject: Subject, cfg: WorkflowConfig) -> pe.Workflow
         name="subject_space",
         n_procs=cfg.omp_nthreads,
     )
-    subject_space.__desc__ = _SUBJECT_SPACE_DESC
     mean = pe.Node(MeanImage(), name="subject_mean")
     to_template = pe.Node(
         Register(
@@ -132,7 +133,6 @@ def init_single_subject_wf(subject: Subject, cfg: WorkflowConfig) -> pe.Workflow
                 ),
                 name=f"lesion_change_{tag}",
             )
-            change.__desc__ = _CHANGE_DESC.format(t=cfg.change)
             change_to_session = pe.Node(
                 ApplyTransforms(interpolation="nearestNeighbor", invert_transform_flags=[True]),
                 name=f"change_to_session_{tag}",

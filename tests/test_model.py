@@ -20,7 +20,7 @@ from mdgru_bids.model.network import (
     default_config,
     reference_config,
 )
-from mdgru_bids.model.training import TrainConfig, train
+from mdgru_bids.model.training import Case, TrainConfig, sample_batch, train
 from tests.synthetic import blob_case
 
 TINY = NetworkConfig(
@@ -88,10 +88,10 @@ def test_tiny_network_learns_a_synthetic_lesion_problem() -> None:
     torch.manual_seed(0)
     net = build_network(TINY)
     cfg = TrainConfig(
-        iterations=150,
+        iterations=200,
         batch_size=2,
         patch_size=(16, 16, 16),
-        learning_rate=3e-3,
+        learning_rate=1e-2,
         precision="float32",
         checkpoint_every=1000,
     )
@@ -100,6 +100,22 @@ def test_tiny_network_learns_a_synthetic_lesion_problem() -> None:
     for case in cases:
         prob = sliding_window(net, case.image, case.mask, (16, 16, 16), (4, 4, 4), CPU, "float32")
         assert dice(prob > 0.5, case.label) > 0.9
+
+
+def test_every_dataset_is_sampled_equally_often() -> None:
+    """Three cases of one dataset and one of another: half the patches come from each."""
+    shape = (1, 12, 12, 12)
+
+    def case(name: str, group: str, value: float) -> Case:
+        ones = np.ones(shape[1:], np.uint8)
+        return Case(name, np.full(shape, value, np.float32), ones, ones.astype(bool), group)
+
+    cases = [case(f"p{i}", "phantom", 0.0) for i in range(3)] + [case("r", "real", 1.0)]
+    cfg = TrainConfig(batch_size=200, patch_size=(4, 4, 4))
+    x, _ = sample_batch(cases, cfg, np.random.default_rng(0))
+    centre = x.shape[-1] // 2
+    from_real = float((x[:, 0, centre, centre, centre] == 1.0).float().mean())
+    assert 0.4 < from_real < 0.6  # uniform over cases would give 0.25
 
 
 def test_training_resumes_exactly_from_a_checkpoint(tmp_path: Path) -> None:
@@ -116,7 +132,7 @@ def test_training_resumes_exactly_from_a_checkpoint(tmp_path: Path) -> None:
     ckpt = tmp_path / "ckpt.safetensors"
     first = build_network(dropconnect)
     first.load_state_dict(start)
-    train(first, cases, TrainConfig(**{**cfg.__dict__, "iterations": 3}), ckpt, progress=False)
+    train(first, cases, cfg, ckpt, progress=False, until=3)
     resumed = build_network(dropconnect)  # fresh weights: the checkpoint must restore them
     history = train(resumed, cases, cfg, ckpt, progress=False)
     assert history.iteration == 6

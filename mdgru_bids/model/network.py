@@ -131,7 +131,8 @@ class MultiScaleMDGRUNet(nn.Module):
     Full resolution: a 3×3×3 stem; each level halves the grid with a 2×2×2 strided
     convolution and runs an MD-GRU block; the decoder goes back up with trilinear
     up-sampling and 1×1×1 fusions of the skip connections; a 3×3×3 convolution and a
-    1×1×1 classifier at full resolution give the logits.
+    1×1×1 classifier at full resolution give the logits. Every convolution outside the
+    MD-GRU blocks is followed by instance normalisation and a leaky ReLU.
     """
 
     def __init__(self, cfg: NetworkConfig) -> None:
@@ -151,20 +152,32 @@ class MultiScaleMDGRUNet(nn.Module):
         )
         self.head = nn.Sequential(
             nn.Conv3d(cfg.stem, cfg.stem, 3, padding=1),
-            nn.Tanh(),
+            _norm_act(cfg.stem),
             nn.Conv3d(cfg.stem, cfg.n_classes, 1),
         )
+        self.stem_act = _norm_act(cfg.stem)
+        self.down_act = nn.ModuleList(_norm_act(out) for out in cfg.outputs)
+        self.fuse_act = nn.ModuleList(_norm_act(c) for c in skips[::-1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.tanh(self.stem(x))
+        y = self.stem_act(self.stem(x))
         skips = []
-        for down, block in zip(self.down, self.blocks, strict=True):
+        for down, act, block in zip(self.down, self.down_act, self.blocks, strict=True):
             skips.append(y)
-            y = block(torch.tanh(down(y)))
-        for fuse, skip in zip(self.fuse, skips[::-1], strict=True):
+            y = block(act(down(y)))
+        for fuse, act, skip in zip(self.fuse, self.fuse_act, skips[::-1], strict=True):
             y = F.interpolate(y, size=skip.shape[2:], mode="trilinear", align_corners=False)
-            y = torch.tanh(fuse(torch.cat((y, skip), dim=1)))
+            y = act(fuse(torch.cat((y, skip), dim=1)))
         return self.head(y)
+
+
+def _norm_act(channels: int) -> nn.Sequential:
+    """Instance normalisation and leaky ReLU after the convolutions (as in nnU-Net).
+
+    With tanh alone, the first version's convolutions drifted into saturation within a few
+    hundred Adam steps and the network collapsed to predicting background everywhere.
+    """
+    return nn.Sequential(nn.InstanceNorm3d(channels, affine=True), nn.LeakyReLU(0.01))
 
 
 ARCHITECTURES = {"flat": FlatMDGRUNet, "multiscale": MultiScaleMDGRUNet}

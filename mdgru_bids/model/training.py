@@ -26,17 +26,22 @@ from mdgru_bids.model.inference import autocast_dtype, sliding_window
 log = logging.getLogger(__name__)
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot continue this training run."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     iterations: int = 2000
     batch_size: int = 2
     patch_size: tuple[int, int, int] = (64, 64, 64)
     lesion_fraction: float = 0.5  # share of patches centred on a lesion voxel
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-3  # at the start; decays as (1 - progress) ** 0.9 (nnU-Net's "poly")
     seed: int = 0
     precision: str = "auto"
     checkpoint_every: int = 100
     validate_every: int = 250
+    validation_patch_size: tuple[int, int, int] = (96, 96, 96)  # as inference will use
     rotate_deg: float = 10.0
     scale: float = 0.1
     intensity: float = 0.1
@@ -45,12 +50,17 @@ class TrainConfig:
 
 @dataclass
 class Case:
-    """One training image: (C, X, Y, Z) normalised input, lesion labels and brain mask."""
+    """One training image: (C, X, Y, Z) normalised input, lesion labels and brain mask.
+
+    ``group`` names the dataset the case came from: every group is sampled equally often, so
+    a few real cases are not drowned by many synthetic ones.
+    """
 
     name: str
     image: np.ndarray
     label: np.ndarray
     mask: np.ndarray
+    group: str = ""
     _lesion: np.ndarray = field(init=False, repr=False)
     _brain: np.ndarray = field(init=False, repr=False)
 
@@ -86,9 +96,12 @@ def sample_batch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Patches with a margin for rotation: ``cfg.lesion_fraction`` of them centred on lesions."""
     side = _margin_side(cfg)
+    groups = sorted({c.group for c in cases})
     xs, ys = [], []
     for _ in range(cfg.batch_size):
-        case = cases[rng.integers(len(cases))]
+        group = groups[rng.integers(len(groups))]
+        members = [c for c in cases if c.group == group]
+        case = members[rng.integers(len(members))]
         pool = (
             case._lesion
             if case._lesion.size and rng.random() < cfg.lesion_fraction
@@ -153,12 +166,11 @@ def validate(
     network: torch.nn.Module, cases: list[Case], cfg: TrainConfig, device: torch.device
 ) -> dict:
     """Voxel Dice of each validation case at probability 0.5, and their mean."""
-    overlap = tuple(p // 4 for p in cfg.patch_size)
+    patch = cfg.validation_patch_size
+    overlap = tuple(p // 4 for p in patch)
     scores = {}
     for case in cases:
-        prob = sliding_window(
-            network, case.image, case.mask, cfg.patch_size, overlap, device, cfg.precision
-        )
+        prob = sliding_window(network, case.image, case.mask, patch, overlap, device, cfg.precision)
         scores[case.name] = dice(prob > 0.5, case.label > 0)
     network.train()
     return {"mean_dice": float(np.mean(list(scores.values()))), "dice": scores}
@@ -172,8 +184,13 @@ def train(
     validation: list[Case] | None = None,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    until: int | None = None,
 ) -> History:
-    """Train ``network`` in place; resume from ``checkpoint`` when it exists."""
+    """Train ``network`` in place; resume from ``checkpoint`` when it exists.
+
+    ``until`` stops this call early at that iteration (say, before a job's time limit); a
+    later call with the same configuration continues from the checkpoint exactly.
+    """
     device = torch.device(device)
     network.to(device).train()
     optimiser = torch.optim.Adam(network.parameters(), lr=cfg.learning_rate)
@@ -185,12 +202,14 @@ def train(
         log.info("resumed from %s at iteration %d", checkpoint, history.iteration)
     dtype = autocast_dtype(device, cfg.precision)
     bar = tqdm(total=cfg.iterations, initial=history.iteration, disable=not progress, unit="it")
-    while history.iteration < cfg.iterations:
+    while history.iteration < min(cfg.iterations, until or cfg.iterations):
         x, y = augment(*sample_batch(cases, cfg, rng), cfg, rng)
         x, y = x.to(device), y.to(device)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             logits = network(x)
         loss = loss_fn(logits, y)
+        for group in optimiser.param_groups:
+            group["lr"] = cfg.learning_rate * (1 - history.iteration / cfg.iterations) ** 0.9
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -204,7 +223,8 @@ def train(
             )
             log.info("iteration %d: %s", history.iteration, history.validation[-1]["mean_dice"])
         if checkpoint is not None and (
-            history.iteration % cfg.checkpoint_every == 0 or history.iteration == cfg.iterations
+            history.iteration % cfg.checkpoint_every == 0
+            or history.iteration in (cfg.iterations, until)
         ):
             save_checkpoint(checkpoint, network, optimiser, rng, history, cfg)
     bar.close()
@@ -248,7 +268,9 @@ def load_checkpoint(
         meta = json.loads(f.metadata()["checkpoint"])
     tensors = load_file(str(path))
     if meta["config"]["patch_size"] != list(cfg.patch_size):
-        raise ValueError(f"checkpoint {path} was trained with another patch size; start afresh")
+        raise CheckpointError(
+            f"checkpoint {path} was trained with another patch size; start afresh"
+        )
     network.load_state_dict(
         {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
     )

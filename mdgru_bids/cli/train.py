@@ -1,0 +1,481 @@
+"""``mdgru-bids-train BIDS_DIR LABELS_DIR MODEL_OUT``: train an MD-GRU model on manual masks.
+
+The images go through the participant workflow's own preprocessing (N4, brain mask, T1w onto
+FLAIR, resampling into a 1 mm subject space), run as a Nipype workflow in the work folder, so
+training and inference see identically prepared images and a second run reuses the cache.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("NIPYPE_NO_ET", "1")  # no telemetry: compute nodes have no network
+
+import argparse
+import json
+import logging
+import math
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from mdgru_bids.cli.common import (
+    BadDataError,
+    MissingInputError,
+    NothingSelectedError,
+    Parser,
+    UsageError,
+    run_command,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+    from mdgru_bids.collect import Session
+    from mdgru_bids.model.network import NetworkConfig
+    from mdgru_bids.model.training import Case, History, TrainConfig
+    from mdgru_bids.templates import Template
+
+log = logging.getLogger("mdgru_bids")
+
+
+@dataclass(frozen=True)
+class LabelledSession:
+    """A session with a manual lesion mask; ``dataset`` names the dataset it came from."""
+
+    dataset: str
+    participant: str
+    session: Session
+    label_file: Path
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset}_sub-{self.participant}_{self.session.tag}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="mdgru-bids-train",
+        description="Train an MD-GRU lesion segmentation model on BIDS data with manual masks.",
+    )
+    parser.add_argument("bids_dir", type=Path, help="BIDS dataset with FLAIR (and T1w) images")
+    parser.add_argument(
+        "labels_dir",
+        type=Path,
+        help="BIDS derivative with sub-X/[ses-Y/]anat/*_label-lesion_mask.nii.gz on each "
+        "session's FLAIR grid",
+    )
+    parser.add_argument("model_out", type=Path, help="model file to write (.safetensors)")
+    parser.add_argument(
+        "--add-dataset",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("BIDS_DIR", "LABELS_DIR"),
+        help="another labelled dataset (repeatable); each dataset is sampled equally often",
+    )
+    parser.add_argument(
+        "--participant-label", nargs="+", help="participants of BIDS_DIR to use (default: all)"
+    )
+    parser.add_argument(
+        "--inputs",
+        nargs="+",
+        default=["FLAIR", "T1w"],
+        choices=["FLAIR", "T1w"],
+        help="images the model takes (default: FLAIR T1w)",
+    )
+    parser.add_argument(
+        "--config",
+        default="default",
+        help="network configuration: default, reference or a JSON file (default: default)",
+    )
+    parser.add_argument(
+        "--highpass-mm", type=float, help="add high-pass channels f - G(f, MM) (original MD-GRU)"
+    )
+    parser.add_argument("--iterations", type=int, default=2000)
+    parser.add_argument("--patch-size", type=int, default=48, help="training patch side (voxels)")
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument(
+        "--lesion-fraction", type=float, default=0.5, help="share of patches centred on lesions"
+    )
+    parser.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.2,
+        help="share of participants held out for validation (default: 0.2)",
+    )
+    parser.add_argument("--validate-every", type=int, default=250, metavar="N")
+    parser.add_argument(
+        "--inference-patch-size",
+        type=int,
+        default=96,
+        help="patch side the model card asks inference to use (default: 96)",
+    )
+    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    parser.add_argument("-w", "--work-dir", type=Path, default=Path("work"))
+    parser.add_argument("--nprocs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--omp-nthreads", type=int)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--precision", default="auto", choices=["auto", "float32", "bfloat16", "float16"]
+    )
+    parser.add_argument("--template", default="MNI152NLin2009cAsym")
+    parser.add_argument("--random-seed", type=int, default=0)
+    parser.add_argument("--skip-bids-validation", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    # what run.plugin_settings reads: training data are prepared with MultiProc on --nprocs
+    parser.set_defaults(nipype_plugin_file=None, mem_mb=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_command("mdgru-bids-train", _main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+    )
+    import torch
+
+    from mdgru_bids.cli.run import validate_bids
+    from mdgru_bids.model.inference import resolve_device
+    from mdgru_bids.model.network import build_network
+    from mdgru_bids.model.training import CheckpointError, TrainConfig, train
+    from mdgru_bids.templates import resolve_template
+
+    datasets = [(args.bids_dir, args.labels_dir)] + [tuple(map(Path, d)) for d in args.add_dataset]
+    datasets = [(b.resolve(), lab.resolve()) for b, lab in datasets]
+    model_out = check_paths(args, datasets)
+    config = network_config(args)
+    try:
+        device = resolve_device(args.device)
+    except (ValueError, RuntimeError) as err:
+        raise UsageError(f"--device {args.device}: {err}") from None
+    sessions = []
+    for i, (bids_dir, labels_dir) in enumerate(datasets):
+        if not args.skip_bids_validation:
+            validate_bids(bids_dir)
+        labels = args.participant_label if i == 0 else None
+        sessions += labelled_sessions(bids_dir, labels_dir, labels, args.inputs)
+    template = resolve_template(args.template)
+    threads = args.omp_nthreads or args.nprocs
+    torch.set_num_threads(threads)
+
+    start = time.perf_counter()
+    cases = prepare_cases(sessions, args, template, threads)
+    prep_seconds = time.perf_counter() - start
+    train_cases, val_cases = split(cases, sessions, args.validation_fraction, args.random_seed)
+    log.info("%d training and %d validation cases", len(train_cases), len(val_cases))
+
+    cfg = TrainConfig(
+        iterations=args.iterations,
+        batch_size=args.batch_size,
+        patch_size=(args.patch_size,) * 3,
+        lesion_fraction=args.lesion_fraction,
+        learning_rate=args.learning_rate,
+        seed=args.random_seed,
+        precision=args.precision,
+        validate_every=args.validate_every,
+        validation_patch_size=(args.inference_patch_size,) * 3,
+    )
+    checkpoint = args.work_dir.resolve() / "train" / f"{model_out.stem}_checkpoint.safetensors"
+    if checkpoint.exists() and not args.resume:
+        log.info(
+            "starting afresh: removing the checkpoint %s (use --resume to continue)", checkpoint
+        )
+        checkpoint.unlink()
+    network = build_network(config)
+    torch.manual_seed(args.random_seed)
+    start = time.perf_counter()
+    try:
+        history = train(
+            network,
+            train_cases,
+            cfg,
+            checkpoint=checkpoint,
+            validation=val_cases,
+            device=device,
+            progress=not args.no_progress,
+        )
+    except CheckpointError as err:
+        raise UsageError(str(err)) from None
+    train_seconds = time.perf_counter() - start
+    card = model_card(
+        args, argv, config, sessions, val_cases, history, cfg, device, prep_seconds, train_seconds
+    )
+    write_outputs(model_out, network, card, history)
+    log.info("model written to %s", model_out)
+    return 0
+
+
+def check_paths(args: argparse.Namespace, datasets: list[tuple[Path, Path]]) -> Path:
+    """The model path, refused where it would land inside an input dataset."""
+    model_out = args.model_out.resolve()
+    if model_out.suffix != ".safetensors":
+        raise UsageError(f"MODEL_OUT {args.model_out} must end in .safetensors")
+    for bids_dir, labels_dir in datasets:
+        for name, folder in (("BIDS_DIR", bids_dir), ("LABELS_DIR", labels_dir)):
+            if not folder.is_dir():
+                raise MissingInputError(f"{name} {folder} does not exist")
+            if folder.resolve() in model_out.parents:
+                raise UsageError(
+                    f"MODEL_OUT {model_out} is inside {name} {folder}: write it elsewhere"
+                )
+    for name, value in (("--iterations", args.iterations), ("--batch-size", args.batch_size)):
+        if value < 1:
+            raise UsageError(f"{name} must be at least 1")
+    if not 0 <= args.validation_fraction < 1:
+        raise UsageError("--validation-fraction must be in [0, 1)")
+    model_out.parent.mkdir(parents=True, exist_ok=True)
+    return model_out
+
+
+def network_config(args: argparse.Namespace) -> NetworkConfig:
+    """The network configuration by name or from a JSON file, with the right input channels."""
+    from dataclasses import replace
+
+    from mdgru_bids.model.network import CONFIGS, NetworkConfig
+
+    channels = len(args.inputs) * (2 if args.highpass_mm else 1)
+    if args.config in CONFIGS:
+        config = CONFIGS[args.config](in_channels=channels)
+    else:
+        path = Path(args.config)
+        try:
+            config = NetworkConfig.from_dict(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError, TypeError, ValueError) as err:
+            raise UsageError(
+                f"--config {args.config}: not {', '.join(CONFIGS)} nor a readable network "
+                f"JSON file ({err})"
+            ) from None
+        config = replace(config, in_channels=channels)
+    if args.patch_size % config.divisor:
+        raise UsageError(f"--patch-size must be a multiple of {config.divisor} for this network")
+    return config
+
+
+def labelled_sessions(
+    bids_dir: Path, labels_dir: Path, participants: list[str] | None, inputs: list[str]
+) -> list[LabelledSession]:
+    """Every selected session that has a manual mask; one-line errors for what cannot be used."""
+    from mdgru_bids.collect import check_image, collect_subjects, load_layout
+
+    dataset = bids_dir.resolve().name
+    found = []
+    for subject in collect_subjects(load_layout(bids_dir.resolve()), participants):
+        for session in subject.sessions:
+            label = label_file(labels_dir, subject.label, session.label)
+            if label is None:
+                log.info("sub-%s %s has no manual mask; skipped", subject.label, session.tag)
+                continue
+            if "T1w" in inputs and session.t1w is None:
+                raise MissingInputError(
+                    f"sub-{subject.label} {session.tag} has no T1w: train with --inputs FLAIR"
+                )
+            for image in (session.flair, session.t1w if "T1w" in inputs else None, label):
+                if image is not None:
+                    check_image(image)
+            check_same_grid(label, session.flair)
+            found.append(LabelledSession(dataset, subject.label, session, label))
+    if not found:
+        raise NothingSelectedError(
+            f"no session of {bids_dir} has a mask in {labels_dir} "
+            "(expected sub-X/[ses-Y/]anat/sub-X[_ses-Y]_*label-lesion_mask.nii.gz)"
+        )
+    return found
+
+
+def label_file(labels_dir: Path, participant: str, session: str | None) -> Path | None:
+    """The session's manual mask in LABELS_DIR, by BIDS path and entities."""
+    folder = labels_dir / f"sub-{participant}"
+    stem = f"sub-{participant}"
+    if session is not None:
+        folder, stem = folder / f"ses-{session}", f"{stem}_ses-{session}"
+    matches = sorted((folder / "anat").glob(f"{stem}_*label-lesion_mask.nii*"))
+    matches += sorted((folder / "anat").glob(f"{stem}_label-lesion_mask.nii*"))
+    return matches[0] if matches else None
+
+
+def check_same_grid(label: Path, flair: Path) -> None:
+    import nibabel as nib
+
+    a, b = nib.load(str(label)), nib.load(str(flair))
+    if a.shape[:3] != b.shape[:3] or not np.allclose(a.affine, b.affine, atol=1e-3):
+        raise BadDataError(
+            f"{label} is not on the grid of {flair.name} (shape {a.shape[:3]} vs {b.shape[:3]} or "
+            "another affine): resample the mask onto the FLAIR"
+        )
+
+
+def prepare_cases(
+    sessions: list[LabelledSession], args: argparse.Namespace, template: Template, threads: int
+) -> list[Case]:
+    """Run the preprocessing workflow (cached in the work folder) and load the cases."""
+    from nipype import config as nipype_config
+    from nipype.pipeline import engine as pe
+
+    from mdgru_bids.cli.run import plugin_settings
+    from mdgru_bids.workflows.training import case_files, init_training_case_wf
+
+    work_dir = args.work_dir.resolve()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    nipype_config.update_config({
+        "execution": {"crashdump_dir": str(work_dir / "logs"), "crashfile_format": "txt",
+                      "poll_sleep_duration": 0.01, "hash_method": "content"},
+        "monitoring": {"enabled": False},
+    })  # fmt: skip
+    workflow = pe.Workflow(name="training_data_wf", base_dir=str(work_dir))
+    for item in sessions:
+        workflow.add_nodes([
+            init_training_case_wf(
+                item.session,
+                str(item.label_file),
+                use_t1w="T1w" in args.inputs,
+                template=template,
+                omp_nthreads=max(1, threads // max(1, args.nprocs)),
+                seed=args.random_seed,
+                name=_node_name(item.name),
+            )
+        ])  # fmt: skip
+    plugin_args = plugin_settings(args)[1]
+    try:
+        graph = workflow.run(plugin="MultiProc", plugin_args=plugin_args)
+    except RuntimeError as err:
+        raise BadDataError(
+            f"preprocessing the training data failed ({str(err).splitlines()[0]}); crash files "
+            f"are in {work_dir / 'logs'}"
+        ) from None
+    results = case_files(graph)
+    return [load_case(item, results[_node_name(item.name)], args) for item in sessions]
+
+
+def _node_name(name: str) -> str:
+    return "case_" + "".join(c if c.isalnum() else "_" for c in name)
+
+
+def load_case(item: LabelledSession, files: dict, args: argparse.Namespace) -> Case:
+    """A training case from the subject-space images: normalised as at inference."""
+    import nibabel as nib
+
+    from mdgru_bids.model.normalise import network_input
+    from mdgru_bids.model.training import Case
+
+    flair = nib.load(files["flair"])
+    mask = np.asarray(nib.load(files["mask"]).dataobj) > 0
+    images = [flair.get_fdata(dtype=np.float32)]
+    if "T1w" in args.inputs:
+        images.append(nib.load(files["t1w"]).get_fdata(dtype=np.float32))
+    label = nib.load(files["label"]).get_fdata(dtype=np.float32) > 0.5
+    zooms = tuple(float(z) for z in flair.header.get_zooms()[:3])
+    x = network_input(images, mask, zooms, args.highpass_mm)
+    return Case(item.name, x, (label & mask).astype(np.uint8), mask, group=item.dataset)
+
+
+def split(
+    cases: list[Case], sessions: list[LabelledSession], fraction: float, seed: int
+) -> tuple[list[Case], list[Case]]:
+    """Hold out whole participants (all their sessions) for validation."""
+    people = sorted({(s.dataset, s.participant) for s in sessions})
+    n_val = math.ceil(fraction * len(people)) if fraction > 0 and len(people) > 1 else 0
+    held = {people[i] for i in np.random.default_rng(seed).permutation(len(people))[:n_val]}
+    val = [c for c, s in zip(cases, sessions, strict=True) if (s.dataset, s.participant) in held]
+    return [c for c in cases if c not in val], val
+
+
+def model_card(
+    args: argparse.Namespace,
+    argv: Sequence[str] | None,
+    config: NetworkConfig,
+    sessions: list[LabelledSession],
+    val_cases: list[Case],
+    history: History,
+    cfg: TrainConfig,
+    device: torch.device,
+    prep_s: float,
+    train_s: float,
+) -> dict:
+    """Card: inputs, normalisation, inference settings, and how the model was trained."""
+    import torch
+
+    from mdgru_bids.model.files import make_card
+
+    side = args.inference_patch_size
+    datasets = {}
+    for s in sessions:
+        datasets.setdefault(s.dataset, []).append(s.name)
+    last = history.validation[-1] if history.validation else None
+    command = ["mdgru-bids-train", *(argv if argv is not None else sys.argv[1:])]
+    return make_card(
+        config,
+        list(args.inputs),
+        normalisation={"method": "zscore-brain", "highpass_mm": args.highpass_mm},
+        patch_size=[side] * 3,
+        overlap=[side // 4] * 3,
+        training={
+            "command": shlex.join(command),
+            "datasets": {
+                name: _dataset_facts(args, name, cases) for name, cases in datasets.items()
+            },
+            "validation_cases": [c.name for c in val_cases],
+            "iterations": cfg.iterations,
+            "batch_size": cfg.batch_size,
+            "patch_size": list(cfg.patch_size),
+            "learning_rate": cfg.learning_rate,
+            "seed": cfg.seed,
+            "precision": cfg.precision,
+            "device": str(device),
+            "hardware": f"{platform.machine()}, {torch.get_num_threads()} threads",
+            "torch": torch.__version__,
+            "preprocessing_seconds": round(prep_s, 1),
+            "training_seconds": round(train_s, 1),
+            "final_loss": float(np.mean(history.loss[-50:])) if history.loss else None,
+        },
+        accuracy={"validation_dice": last["mean_dice"] if last else None},
+    )
+
+
+def _dataset_facts(args: argparse.Namespace, name: str, cases: list[str]) -> dict:
+    """Name, licence and references from the dataset's description, for the card."""
+    roots = [args.bids_dir] + [Path(d[0]) for d in args.add_dataset]
+    root = next(r for r in roots if r.resolve().name == name)
+    try:
+        description = json.loads((root / "dataset_description.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        description = {}
+    return {
+        "name": description.get("Name", name),
+        "license": description.get("License"),
+        "references": description.get("ReferencesAndLinks", []),
+        "cases": cases,
+    }
+
+
+def write_outputs(model_out: Path, network: torch.nn.Module, card: dict, history: History) -> None:
+    """The model file (atomic, card inside and beside it) and the training log beside it."""
+    from mdgru_bids.atomic import replacing
+    from mdgru_bids.model.files import save_model
+
+    save_model(model_out, network, card)
+    val = {v["iteration"]: v["mean_dice"] for v in history.validation}
+    rows = ["iteration\tloss\tvalidation_dice"] + [
+        f"{i}\t{loss:.5f}\t{val[i]:.4f}" if i in val else f"{i}\t{loss:.5f}\tn/a"
+        for i, loss in enumerate(history.loss, start=1)
+    ]
+    with replacing(model_out.with_name(model_out.stem + "_training.tsv")) as tmp:
+        tmp.write_text("\n".join(rows) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""mdgru-bids-train: preprocessing as in the participant workflow, a model file, resume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from mdgru_bids.cli.train import main
+from mdgru_bids.model.files import load_model, read_card
+from mdgru_bids.model.inference import segment
+
+TINY = {"architecture": "multiscale", "hidden": [4], "outputs": [6], "kernel_size": [3], "stem": 4}
+
+
+@pytest.fixture(scope="module")
+def trained(
+    phantom_bids: Path, templateflow_home: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict:
+    """Train 6 iterations, then resume to 12 in the same work folder."""
+    tmp = tmp_path_factory.mktemp("train")
+    config = tmp / "tiny.json"
+    config.write_text(json.dumps(TINY))
+    model = tmp / "models" / "tiny.safetensors"
+    args = [
+        str(phantom_bids), str(phantom_bids / "derivatives" / "truth"), str(model),
+        "--participant-label", "01", "--config", str(config), "--patch-size", "16",
+        "--inference-patch-size", "32", "--validation-fraction", "0", "-w", str(tmp / "work"),
+        "--nprocs", "2", "--no-progress", "--random-seed", "3",
+    ]  # fmt: skip
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TEMPLATEFLOW_HOME", str(templateflow_home))
+        assert main([*args, "--iterations", "6"]) == 0
+        first_log = model.with_name("tiny_training.tsv").read_text().splitlines()
+        results = sorted((tmp / "work" / "training_data_wf").rglob("result_*.pklz"))
+        mtimes = {p: p.stat().st_mtime_ns for p in results}
+        assert main([*args, "--iterations", "12", "--resume"]) == 0
+    return {
+        "model": model,
+        "first_log": first_log,
+        "log": model.with_name("tiny_training.tsv").read_text().splitlines(),
+        "cache_mtimes": mtimes,
+        "work": tmp / "work",
+    }
+
+
+def test_model_file_has_a_card_that_records_the_training(trained: dict) -> None:
+    card = read_card(trained["model"])
+    assert card["inputs"] == ["FLAIR", "T1w"]
+    assert card["patch_size"] == [32, 32, 32]
+    training = card["training"]
+    assert training["iterations"] == 12
+    assert training["command"].startswith("mdgru-bids-train ")
+    assert "--resume" in training["command"]
+    (dataset,) = training["datasets"].values()
+    assert dataset["cases"] == ["bids_sub-01_ses_01", "bids_sub-01_ses_02"]
+    assert json.loads(trained["model"].with_suffix(".json").read_text()) == card
+
+
+def test_resume_continues_the_log_and_reuses_the_preprocessing(trained: dict) -> None:
+    log = trained["log"]
+    assert log[0].split("\t") == ["iteration", "loss", "validation_dice"]
+    assert len(log) == 13  # header + 12 iterations
+    assert log[:7] == trained["first_log"]  # the first 6 iterations were not redone
+    assert trained["cache_mtimes"]  # the preprocessing ran as a cached Nipype workflow...
+    for path, mtime in trained["cache_mtimes"].items():
+        assert path.stat().st_mtime_ns == mtime  # ...and was not recomputed on the second run
+
+
+def test_training_images_are_prepared_like_inference_images(trained: dict) -> None:
+    """Subject space: 1 mm isotropic; the mask and label on that grid, label inside the brain."""
+    work = trained["work"] / "training_data_wf" / "case_bids_sub_01_ses_01"
+    flair = nib.load(next((work / "flair_to_subject").glob("*.nii.gz")))
+    label = nib.load(next((work / "label_to_subject").glob("*.nii.gz")))
+    mask = nib.load(next((work / "mask_to_subject").glob("*.nii.gz")))
+    assert flair.header.get_zooms()[:3] == pytest.approx((1.0, 1.0, 1.0))
+    for other in (label, mask):
+        assert other.shape == flair.shape
+        np.testing.assert_allclose(other.affine, flair.affine, atol=1e-4)
+    lesion = label.get_fdata() > 0.5
+    assert lesion.sum() > 0
+    assert (np.asarray(mask.dataobj)[lesion] > 0).mean() > 0.95
+
+
+def test_trained_model_segments_a_volume(trained: dict) -> None:
+    model = load_model(trained["model"])
+    rng = np.random.default_rng(0)
+    images = [rng.normal(size=(20, 24, 20)).astype(np.float32) for _ in model.inputs]
+    mask = np.zeros((20, 24, 20), bool)
+    mask[2:-2, 2:-2, 2:-2] = True
+    prob = segment(model, images, mask, (1.0, 1.0, 1.0))
+    assert prob.shape == mask.shape
+    assert np.all((prob >= 0) & (prob <= 1))
+
+
+def _run(capsys, *args: object) -> tuple[int, str]:
+    code = main([str(a) for a in args])
+    return code, capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_missing_masks_exit_18(capsys, phantom_bids: Path, tmp_path: Path) -> None:
+    (tmp_path / "labels").mkdir()
+    code, err = _run(capsys, phantom_bids, tmp_path / "labels", tmp_path / "m.safetensors")
+    assert code == 18
+    assert "has a mask" in err
+
+
+def test_mask_on_another_grid_exits_65(capsys, phantom_bids: Path, tmp_path: Path) -> None:
+    labels = tmp_path / "labels"
+    shutil.copytree(phantom_bids / "derivatives" / "truth", labels)
+    mask = labels / "sub-01" / "ses-01" / "anat" / "sub-01_ses-01_label-lesion_mask.nii.gz"
+    img = nib.load(mask)
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[:-1], img.affine), mask)
+    code, err = _run(
+        capsys, phantom_bids, labels, tmp_path / "m.safetensors", "--participant-label", "01"
+    )
+    assert code == 65
+    assert str(mask) in err and "resample" in err
+
+
+def test_model_inside_the_input_is_refused(capsys, phantom_bids: Path) -> None:
+    truth = phantom_bids / "derivatives" / "truth"
+    code, err = _run(capsys, phantom_bids, truth, phantom_bids / "m.safetensors")
+    assert code == 64
+    assert "inside BIDS_DIR" in err
+    assert not (phantom_bids / "m.safetensors").exists()
+
+
+def test_bad_config_exits_64(capsys, phantom_bids: Path, tmp_path: Path) -> None:
+    truth = phantom_bids / "derivatives" / "truth"
+    code, err = _run(capsys, phantom_bids, truth, tmp_path / "m.safetensors", "--config", "nope")
+    assert code == 64
+    assert "--config nope" in err

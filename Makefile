@@ -25,8 +25,39 @@ test: lint
 bench: install
 	$(PY) benchmarks/bench_mdgru.py
 
+# The demo: a small phantom study, the participant and group levels, and the report paths.
+# TemplateFlow files are fetched once into TEMPLATEFLOW_HOME (the app itself never downloads).
+DEMO ?= demo
+TEMPLATEFLOW_HOME ?= $(HOME)/.cache/templateflow
+DEMO_ENV = TEMPLATEFLOW_HOME=$(TEMPLATEFLOW_HOME)
+# Prints the bundled FLAIR + T1w model, or, where it is not installed, makes and prints a small
+# untrained one (its lesions are noise: the demo then shows the pipeline, not its accuracy).
+define DEMO_MODEL
+import sys
+from pathlib import Path
+import torch
+from mdgru_bids.model.files import bundled_model, make_card, save_model
+from mdgru_bids.model.network import NetworkConfig, build_network
+path, inputs = bundled_model(("FLAIR", "T1w")), ["FLAIR", "T1w"]
+if not path.is_file():
+    print(f"{path.name} is not installed: using an UNTRAINED model", file=sys.stderr)
+    torch.manual_seed(0)
+    config = NetworkConfig(in_channels=2, hidden=(4, 4), outputs=(4, 4), kernel_size=(3, 3), stem=4)
+    card = make_card(config, inputs, patch_size=[32, 32, 32], overlap=[8, 8, 8])
+    path = save_model(Path(sys.argv[1]) / "untrained.safetensors", build_network(config), card)
+print(path)
+endef
+export DEMO_MODEL
+
 demo: install
-	$(PY) benchmarks/bench_mdgru.py --quick
+	rm -rf $(DEMO)
+	$(VENV)/bin/mdgru-bids-phantom $(DEMO)/bids --participants 2 --sessions 3 --seed 0 --resolution 2
+	$(DEMO_ENV) $(PY) -c "import templateflow.api as t; \
+		t.get('MNI152NLin2009cAsym', resolution=1, suffix=['T1w', 'mask'])" >/dev/null
+	$(DEMO_ENV) $(VENV)/bin/mdgru-bids $(DEMO)/bids $(DEMO)/out participant -w $(DEMO)/work \
+		--model "$$($(PY) -c "$$DEMO_MODEL" $(DEMO))"
+	$(DEMO_ENV) $(VENV)/bin/mdgru-bids $(DEMO)/bids $(DEMO)/out group
+	@echo "Reports: $(abspath $(DEMO))/out/sub-01.html and $(abspath $(DEMO))/out/group.html"
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -53,6 +53,7 @@ SETTINGS = {
         TEMPLATE_SYN_ITERATIONS,
     ),
     "both stop at 2 mm, SyN 50x30x20x0": ([1000, 500, 250, 0], [50, 30, 20, 0]),
+    "affine stops at 2 mm, 5 SyN iterations at 1 mm": ([1000, 500, 250, 0], [100, 70, 50, 5]),
 }
 SEED = 5  # the participant benchmark's phantom
 

@@ -63,45 +63,50 @@ def phantom_scores(bids: Path, out: Path) -> dict:
 
 def longitudinal_scores(data: Path, out: Path) -> dict:
     """The later session's change map in the common space against the experts' change mask."""
-    ref = data / "derivatives" / "reference"
-    subjects = sorted(p.name for p in ref.glob("sub-*"))
     scores = {}
-    for sub in subjects:
-        grid = ants.image_read(str(ref / sub / f"{sub}_space-common_desc-brain_mask.nii.gz"))
-        truth = ants.image_read(str(ref / sub / f"{sub}_space-common_desc-change_mask.nii.gz"))
-        later = sorted((out / sub).glob(f"ses-*/anat/{sub}_ses-*_desc-lesionchange_dseg.nii.gz"))[
-            -1
-        ]
-        session = later.name.split("_")[1]
-        xfm = ref / sub / f"{sub}_{session}_from-FLAIR_to-common_mode-image_xfm.txt"
-        change = ants.apply_transforms(
-            grid, ants.image_read(str(later)), [str(xfm)], interpolator="nearestNeighbor"
-        ).numpy()
-        truth_mask = truth.numpy() > 0
-        voxel = float(np.prod(grid.spacing))
-        appeared = np.isin(change, (NEW, ENLARGING))
-        anything = np.isin(change, (NEW, ENLARGING, SHRINKING, RESOLVED))
-        rows = {}
-        for name, mask in (("appeared", appeared), ("any_change", anything)):
-            msseg = lesion_detection(mask, truth_mask, voxel, DetectionRule())
-            loose = lesion_detection(mask, truth_mask, voxel, ANY_OVERLAP)
-            rows[name] = {
-                "dice": dice(mask, truth_mask),
-                "predicted_mm3": float(mask.sum() * voxel),
-                "truth_mm3": float(truth_mask.sum() * voxel),
-                "lesion_f1_msseg": msseg.f1,
-                "lesion_recall_msseg": msseg.recall,
-                "lesion_precision_msseg": msseg.precision,
-                "truth_lesions": msseg.truth_lesions,
-                "predicted_lesions": msseg.predicted_lesions,
-                "lesion_f1_any_overlap": loose.f1,
-                "lesion_recall_any_overlap": loose.recall,
-                "lesion_precision_any_overlap": loose.precision,
-            }
+    for sub in sorted(p.name for p in (data / "derivatives" / "reference").glob("sub-*")):
+        later = sorted((out / sub).glob(f"ses-*/anat/{sub}_ses-*_desc-lesionchange_dseg.nii.gz"))
+        change = ants.image_read(str(later[-1]))
+        session = later[-1].name.split("_")[1]
+        rows = {
+            name: common_space_scores(data, sub, session, change.new_image_like(
+                np.isin(change.numpy(), labels).astype(np.float32)))
+            for name, labels in (
+                ("appeared", (NEW, ENLARGING)),
+                ("any_change", (NEW, ENLARGING, SHRINKING, RESOLVED)),
+            )
+        }  # fmt: skip
         scores[sub] = rows
         for name, row in rows.items():
             print(sub, name, " ".join(f"{k}={v:.3f}" for k, v in row.items()))
     return scores
+
+
+def common_space_scores(data: Path, sub: str, session: str, mask: ants.ANTsImage) -> dict:
+    """A change mask on the session's FLAIR grid, carried into the database's common space with
+    its reference transform, against the experts' change mask there."""
+    ref = data / "derivatives" / "reference" / sub
+    grid = ants.image_read(str(ref / f"{sub}_space-common_desc-brain_mask.nii.gz"))
+    truth = ants.image_read(str(ref / f"{sub}_space-common_desc-change_mask.nii.gz")).numpy() > 0
+    xfm = ref / f"{sub}_{session}_from-FLAIR_to-common_mode-image_xfm.txt"
+    moved = ants.apply_transforms(grid, mask, [str(xfm)], interpolator="nearestNeighbor")
+    predicted = moved.numpy() > 0
+    voxel = float(np.prod(grid.spacing))
+    msseg = lesion_detection(predicted, truth, voxel, DetectionRule())
+    loose = lesion_detection(predicted, truth, voxel, ANY_OVERLAP)
+    return {
+        "dice": dice(predicted, truth),
+        "predicted_mm3": float(predicted.sum() * voxel),
+        "truth_mm3": float(truth.sum() * voxel),
+        "lesion_f1_msseg": msseg.f1,
+        "lesion_recall_msseg": msseg.recall,
+        "lesion_precision_msseg": msseg.precision,
+        "truth_lesions": msseg.truth_lesions,
+        "predicted_lesions": msseg.predicted_lesions,
+        "lesion_f1_any_overlap": loose.f1,
+        "lesion_recall_any_overlap": loose.recall,
+        "lesion_precision_any_overlap": loose.precision,
+    }
 
 
 def main() -> None:

@@ -23,10 +23,11 @@ BIDSIGNORE = [
     "*_table.json",
     "*_xfm.txt",
     "*_xfm.h5",
-    "logs/",
+    # folders without a trailing slash: with one, bids-validator-deno still flags the folder
+    "logs",
     "*.html",
-    "sub-*/figures/",
-    "group/",
+    "sub-*/figures",
+    "group",
 ]
 
 

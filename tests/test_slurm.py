@@ -237,10 +237,13 @@ def test_participant_array_then_group_job(
     (done,) = [r for r in records if r["JobId"] == group]
     # the dependency held: the group job started only after the last participant ended
     assert done["StartTime"] >= max(t["EndTime"] for t in tasks)
-    assert done["JobState"] in ("COMPLETED", "FAILED")  # it ran (not cancelled) and exited
-    if done["ExitCode"] == "0:0":  # where this version of the app has a group level
-        assert (out / "group" / "lesions.tsv").is_file()
-        assert (out / "group.html").is_file()
+    assert (done["JobState"], done["ExitCode"]) == ("COMPLETED", "0:0")
+    lesions = (out / "group" / "lesions.tsv").read_text().splitlines()
+    assert [row.split("\t")[:2] for row in lesions[1:]] == [
+        ["sub-01", "ses-01"],
+        ["sub-02", "ses-01"],  # the sessions the array processed
+    ]
+    assert (out / "group.html").is_file()
 
 
 def test_group_job_is_cancelled_when_a_participant_fails(

@@ -151,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     other = parser.add_argument_group("other")
     other.add_argument(
+        "--reports-only",
+        action="store_true",
+        help="participant level: only (re)write the HTML reports from the derivatives already "
+        "in OUTPUT_DIR, without processing",
+    )
+    other.add_argument(
         "--write-graph", action="store_true", help="write the workflow graph to the logs folder"
     )
     other.add_argument(

@@ -24,7 +24,6 @@ from pathlib import Path
 from mdgru_bids.cli.common import (
     EXIT_OK,
     EXIT_PROCESSING,
-    AppError,
     BadDataError,
     InvalidBIDSError,
     MissingInputError,
@@ -51,20 +50,35 @@ def _main(argv: Sequence[str] | None) -> int:
         raise UnknownLevelError(
             f"unknown analysis level {args.analysis_level!r}: use participant or group"
         )
-    paths = check_paths(args)
+    if args.reports_only and args.analysis_level == "group":
+        raise UsageError("--reports-only belongs to the participant level")
+    processing = args.analysis_level == "participant" and not args.reports_only
+    bids_dir, output_dir, work_dir = check_paths(args, processing)
     if args.analysis_level == "group":
-        raise AppError("the group level is not available in this version of mdgru-bids")
-    return run_participants(args, *paths)
+        return run_group(args, bids_dir, output_dir)
+    if args.reports_only:
+        return run_reports(args, bids_dir, output_dir)
+    return run_participants(args, bids_dir, output_dir, work_dir)
 
 
-def check_paths(args: argparse.Namespace) -> tuple[Path, Path, Path]:
-    """Absolute input, output and work folders; outputs may never go inside the input."""
+def check_paths(args: argparse.Namespace, processing: bool) -> tuple[Path, Path, Path]:
+    """Absolute input, output and work folders; outputs may never go inside the input.
+
+    Only processing creates folders; the group level and ``--reports-only`` read the outputs
+    of an earlier participant run, so OUTPUT_DIR must hold them.
+    """
     bids_dir = args.bids_dir.resolve()
     output_dir = args.output_dir.resolve()
     work_dir = args.work_dir.resolve()
     if not bids_dir.is_dir():
         raise MissingInputError(f"BIDS_DIR {args.bids_dir} does not exist")
-    for name, path in (("OUTPUT_DIR", output_dir), ("--work-dir", work_dir)):
+    if not processing and not (output_dir / "dataset_description.json").is_file():
+        raise MissingInputError(
+            f"OUTPUT_DIR {args.output_dir} holds no mdgru-bids derivatives: run the participant "
+            "level first"
+        )
+    folders = [("OUTPUT_DIR", output_dir)] + ([("--work-dir", work_dir)] if processing else [])
+    for name, path in folders:
         if path == bids_dir or bids_dir in path.parents:
             raise UsageError(
                 f"{name} {path} is inside the input dataset {bids_dir}: choose a folder outside it"
@@ -115,9 +129,8 @@ def run_participants(
     if not args.skip_bids_validation:
         validate_bids(bids_dir)
     layout = load_layout(bids_dir)
-    subjects = collect_subjects(
-        layout, args.participant_label, args.session_label, read_filter_file(args.bids_filter_file)
-    )
+    queries = read_filter_file(args.bids_filter_file)
+    subjects = collect_subjects(layout, args.participant_label, args.session_label, queries)
     models = {}
     for subject in subjects:
         models[subject.label] = model_path, card = choose_model(args.model, subject.has_t1w)
@@ -162,9 +175,11 @@ def run_participants(
             ),
             change=ChangeThresholds(args.min_change_volume, args.min_change_fraction),
         )
-        if not run_subject(
+        succeeded = run_subject(
             subject, cfg, work_dir, output_dir, plugin, plugin_args, args.write_graph
-        ):
+        )
+        write_report(layout, queries, output_dir, subject.label)
+        if not succeeded:
             failed.append(subject.label)
             if args.stop_on_first_crash:
                 break
@@ -175,6 +190,54 @@ def run_participants(
             output_dir / "logs",
         )
         return EXIT_PROCESSING
+    return EXIT_OK
+
+
+def write_report(layout, queries: dict, output_dir: Path, label: str) -> None:
+    """The participant's report from what is now in OUTPUT_DIR: every session with outputs,
+    whichever sessions this run selected."""
+    from mdgru_bids.collect import collect_subjects
+    from mdgru_bids.reports.participant import participant_report
+
+    (subject,) = collect_subjects(layout, [label], None, queries)
+    log.info("sub-%s: report %s", label, participant_report(output_dir, subject))
+
+
+def run_reports(args: argparse.Namespace, bids_dir: Path, output_dir: Path) -> int:
+    """``--reports-only``: the reports of the selected participants that have outputs."""
+    from mdgru_bids.collect import collect_subjects, load_layout, read_filter_file
+    from mdgru_bids.group.outputs import crashes
+
+    layout = load_layout(bids_dir)
+    queries = read_filter_file(args.bids_filter_file)
+    labels = [
+        s.label
+        for s in collect_subjects(layout, args.participant_label, None, queries)
+        if (output_dir / f"sub-{s.label}").is_dir() or crashes(output_dir, s.label)
+    ]
+    if not labels:
+        raise MissingInputError(
+            f"no participant outputs in {output_dir}: run the participant level first"
+        )
+    for label in labels:
+        write_report(layout, queries, output_dir, label)
+    return EXIT_OK
+
+
+def run_group(args: argparse.Namespace, bids_dir: Path, output_dir: Path) -> int:
+    """Study tables, frequency map, figures and ``group.html`` from the participant outputs."""
+    from mdgru_bids.collect import collect_subjects, load_layout, read_filter_file
+    from mdgru_bids.group.study import group_analysis
+    from mdgru_bids.reports.group import group_report
+
+    subjects = collect_subjects(
+        load_layout(bids_dir),
+        args.participant_label,
+        None,
+        read_filter_file(args.bids_filter_file),
+    )
+    study = group_analysis(output_dir, subjects, args.template)
+    log.info("group report %s", group_report(study))
     return EXIT_OK
 
 
@@ -194,6 +257,7 @@ def choose_model(path: Path | None, has_t1w: bool) -> tuple[Path, dict]:
             )
     if not path.is_file():
         raise MissingInputError(f"model file {path} does not exist: check --model")
+    path = path.resolve()  # the nodes run in their own folders
     try:
         return path, read_card(path)
     except ModelFileError as err:
@@ -259,6 +323,7 @@ def run_subject(
 ) -> bool:
     """Build and run one participant's workflow; publish its outputs if it all succeeded."""
     from mdgru_bids.derivatives import publish
+    from mdgru_bids.reports.methods import boilerplate, write_boilerplate
     from mdgru_bids.workflows.base import init_single_subject_wf
 
     staging = cfg.derivatives_dir
@@ -280,6 +345,7 @@ def run_subject(
         shutil.rmtree(staging, ignore_errors=True)
         return False
     published = publish(staging, output_dir)
+    write_boilerplate(output_dir, subject.label, boilerplate(workflow, cfg.template.name))
     log.info("sub-%s: %d derivative files written", subject.label, len(published))
     return True
 

@@ -1,0 +1,119 @@
+"""Report figures (nilearn mosaics saved as SVG), each written atomically like every output."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from nilearn import plotting
+from nireports.reportlets.utils import cuts_from_bbox
+
+from mdgru_bids.atomic import replacing
+from mdgru_bids.lesions.change import CHANGE_LABELS
+
+CUTS = 6  # slices per direction in a mosaic
+MOSAIC_SIZE = (12.0, 6.4)  # inches: three rows (axial, coronal, sagittal)
+LESION_COLOUR = "#ff3b3b"
+EDGE_COLOUR = "#ff3b3b"
+#: Change labels (DESIGN.md) in colour-blind-safe colours (Okabe & Ito); stable stays quiet.
+CHANGE_COLOURS = {
+    1: "#9e9ac8",  # stable
+    2: "#d55e00",  # new
+    3: "#f0e442",  # enlarging
+    4: "#56b4e9",  # shrinking
+    5: "#009e73",  # resolved
+}
+
+
+def save_figure(figure: Figure, path: Path) -> Path:
+    """Write a figure in the format its suffix names, atomically (temp file + rename)."""
+    with replacing(path) as tmp:
+        figure.savefig(tmp, format=path.suffix.lstrip("."), facecolor=figure.get_facecolor())
+    return path
+
+
+def _mosaic_figure() -> Figure:
+    return Figure(figsize=MOSAIC_SIZE, facecolor="black")
+
+
+def cuts(brain_mask: nib.Nifti1Image) -> dict[str, list[float]]:
+    """Evenly spaced slices through the brain, per direction (x, y, z)."""
+    # cuts_from_bbox reads voxel axes as x, y, z: give it a RAS-ordered image
+    return cuts_from_bbox(nib.as_closest_canonical(brain_mask), cuts=CUTS)
+
+
+def lesion_mosaic(
+    flair: nib.Nifti1Image, mask: nib.Nifti1Image, brain_mask: nib.Nifti1Image, path: Path
+) -> Path:
+    """The FLAIR with lesion outlines."""
+    figure = _mosaic_figure()
+    display = plotting.plot_anat(
+        flair, display_mode="mosaic", cut_coords=cuts(brain_mask), figure=figure,
+        black_bg=True, colorbar=False, dim=-0.3,
+    )  # fmt: skip
+    if np.any(np.asanyarray(mask.dataobj)):
+        display.add_contours(mask, levels=[0.5], colors=[LESION_COLOUR], linewidths=0.8)
+    return save_figure(figure, path)
+
+
+def change_mosaic(
+    flair: nib.Nifti1Image, dseg: nib.Nifti1Image, brain_mask: nib.Nifti1Image, path: Path
+) -> Path:
+    """The change labels over the later session's FLAIR, with a legend."""
+    figure = _mosaic_figure()
+    display = plotting.plot_anat(
+        flair, display_mode="mosaic", cut_coords=cuts(brain_mask), figure=figure,
+        axes=(0.0, 0.07, 1.0, 0.93), black_bg=True, colorbar=False, dim=-0.3,
+    )  # fmt: skip
+    if np.any(np.asanyarray(dseg.dataobj)):
+        colours = [CHANGE_COLOURS[label] for label in CHANGE_LABELS]
+        display.add_overlay(
+            dseg, cmap=ListedColormap(colours), vmin=0.5, vmax=len(colours) + 0.5,
+            resampling_interpolation="nearest",
+        )  # fmt: skip
+    handles = [
+        Patch(color=CHANGE_COLOURS[label], label=name) for label, name in CHANGE_LABELS.items()
+    ]
+    figure.legend(
+        handles=handles, loc="lower center", ncol=len(handles), frameon=False, labelcolor="white"
+    )
+    return save_figure(figure, path)
+
+
+def edges_mosaic(
+    background: nib.Nifti1Image,
+    edges_of: nib.Nifti1Image,
+    brain_mask: nib.Nifti1Image,
+    path: Path,
+) -> Path:
+    """Edges of one image over another: a registration check (edges follow the anatomy)."""
+    figure = _mosaic_figure()
+    display = plotting.plot_anat(
+        background, display_mode="mosaic", cut_coords=cuts(brain_mask), figure=figure,
+        black_bg=True, colorbar=False, dim=-0.3,
+    )  # fmt: skip
+    display.add_edges(edges_of, color=EDGE_COLOUR)
+    return save_figure(figure, path)
+
+
+def resample(
+    in_file: Path, reference: Path, transforms: Sequence[Path], invert: Sequence[bool]
+) -> nib.Nifti1Image:
+    """``in_file`` on the reference grid through ANTs transforms (ANTs order), in memory."""
+    from mdgru_bids.interfaces.ants import ApplyTransforms
+
+    with tempfile.TemporaryDirectory(prefix="mdgru-report-") as tmp:
+        result = ApplyTransforms(
+            in_file=str(in_file),
+            reference_image=str(reference),
+            transforms=[str(t) for t in transforms],
+            invert_transform_flags=list(invert),
+        ).run(cwd=tmp)
+        img = nib.load(result.outputs.out_file)
+        return nib.Nifti1Image(img.get_fdata(dtype=np.float32), img.affine, img.header)

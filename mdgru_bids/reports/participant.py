@@ -1,0 +1,157 @@
+"""The participant report ``OUT_DIR/sub-X.html``, made from the published derivatives.
+
+Per session: the FLAIR with lesion outlines; per pair of consecutive sessions: the change map
+over the later FLAIR and the earlier session's edges over it (the subject-space alignment);
+once: the first session's edges over the template. Then the lesion table, the methods text
+and any crash of the participant's latest run. Figures go to ``sub-X/figures/``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import nibabel as nib
+import pandas as pd
+
+from mdgru_bids.cli.common import MissingInputError
+from mdgru_bids.collect import Subject
+from mdgru_bids.group.outputs import (
+    SessionOutputs,
+    crashes,
+    find_sessions,
+    published_at,
+    template_transform,
+)
+from mdgru_bids.group.tables import change_rows, lesion_rows
+from mdgru_bids.reports import figures
+from mdgru_bids.reports.methods import read_boilerplate
+from mdgru_bids.reports.render import render
+from mdgru_bids.templates import resolve_template
+
+log = logging.getLogger(__name__)
+
+FLAIR = "desc-preproc_FLAIR.nii.gz"
+BRAIN = "desc-brain_mask.nii.gz"
+TO_SUBJECT = "from-FLAIR_to-subject_mode-image_xfm.txt"
+
+
+def participant_report(output_dir: Path, subject: Subject) -> Path:
+    """Write ``sub-X.html`` and its figures; returns the report's path."""
+    label = subject.label
+    sessions = find_sessions(output_dir, subject)
+    figures_dir = output_dir / f"sub-{label}" / "figures"
+    by_label = {s.session: s for s in sessions}
+    panels = []
+    for session in sessions:
+        previous = session.previous_session()
+        panels.append(
+            _session_panel(
+                session, by_label.get(previous) if previous else None, figures_dir, output_dir
+            )
+        )
+    methods, references = read_boilerplate(output_dir, label)
+    path = output_dir / f"sub-{label}.html"
+    render(
+        "report_participant.html",
+        path,
+        title=f"mdgru-bids: sub-{label}",
+        label=label,
+        sessions=panels,
+        t1w=any(s.path("space-FLAIR_desc-preproc_T1w.nii.gz").is_file() for s in sessions),
+        table=_table(sessions),
+        template=_template_check(output_dir, label, sessions, figures_dir),
+        methods=methods,
+        references=references,
+        crashes=crashes(output_dir, label, after=published_at(sessions)),
+    )
+    return path
+
+
+def _session_panel(
+    session: SessionOutputs, previous: SessionOutputs | None, figures_dir: Path, root: Path
+) -> dict:
+    flair = nib.load(session.path(FLAIR))
+    brain = nib.load(session.path(BRAIN))
+    mask = nib.load(session.path("label-lesion_mask.nii.gz"))
+    lesions = figures_dir / f"{session.name}_desc-lesions_FLAIR.svg"
+    panel = {
+        "name": session.name,
+        "session": f"ses-{session.session}" if session.session else "",
+        "acq_time": session.acq_time,
+        "lesions": _link(figures.lesion_mosaic(flair, mask, brain, lesions), root),
+        "previous": None,
+        "change": None,
+        "coreg": None,
+    }
+    if previous is None:
+        return panel
+    dseg = nib.load(session.path("desc-lesionchange_dseg.nii.gz"))
+    change = figures_dir / f"{session.name}_desc-lesionchange_FLAIR.svg"
+    moved = figures.resample(
+        previous.path(FLAIR),
+        session.path(FLAIR),
+        [previous.path(TO_SUBJECT), session.path(TO_SUBJECT)],
+        [False, True],
+    )
+    coreg = figures_dir / f"{session.name}_desc-coreg_FLAIR.svg"
+    panel.update(
+        previous=f"ses-{previous.session}",
+        change=_link(figures.change_mosaic(flair, dseg, brain, change), root),
+        coreg=_link(figures.edges_mosaic(flair, moved, brain, coreg), root),
+    )
+    return panel
+
+
+def _template_check(
+    output_dir: Path, label: str, sessions: list[SessionOutputs], figures_dir: Path
+) -> dict | None:
+    """The first session's edges over the template, or why there are none."""
+    found = template_transform(output_dir, label)
+    if found is None or not sessions:
+        return None
+    name, to_template = found
+    try:
+        template = resolve_template(name)
+    except MissingInputError as err:
+        log.warning("sub-%s: no template figure: %s", label, err)
+        return {"name": name, "missing": str(err)}
+    first = sessions[0]
+    moved = figures.resample(
+        first.path(FLAIR),
+        template.t1w,
+        [first.path(TO_SUBJECT), to_template],
+        [False, False],
+    )
+    figure = figures.edges_mosaic(
+        nib.load(template.t1w),
+        moved,
+        nib.load(template.brain_mask),
+        figures_dir / f"{first.name}_space-{name}_desc-norm_FLAIR.svg",
+    )
+    return {"name": name, "session": first.name, "figure": _link(figure, output_dir)}
+
+
+def _link(path: Path, root: Path) -> str:
+    """A figure's address relative to the report, which lies in OUT_DIR."""
+    return path.relative_to(root).as_posix()
+
+
+def _table(sessions: list[SessionOutputs]) -> pd.DataFrame:
+    """Lesions per session, with the change since the previous session beside them."""
+    lesions = lesion_rows(sessions)
+    changes = change_rows(sessions)
+    keep = ["session_id", "previous_session_id", "new", "enlarging", "shrinking", "resolved"]
+    table = lesions.merge(changes[keep], on="session_id", how="left")
+    table[keep[2:]] = table[keep[2:]].astype("Int64")  # counts stay integers beside n/a
+    table = table.astype(object).fillna("n/a")
+    return table.drop(columns="participant_id").rename(
+        columns={
+            "session_id": "session",
+            "acq_time": "acquired",
+            "lesion_count": "lesions",
+            "total_volume_ml": "total volume (mL)",
+            "mean_lesion_volume_mm3": "mean lesion volume (mm³)",
+            "previous_session_id": "change since",
+        }
+    )

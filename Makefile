@@ -30,20 +30,20 @@ bench: install
 DEMO ?= demo
 TEMPLATEFLOW_HOME ?= $(HOME)/.cache/templateflow
 DEMO_ENV = TEMPLATEFLOW_HOME=$(TEMPLATEFLOW_HOME)
-# Prints the bundled FLAIR + T1w model, or, where it is not installed, makes and prints a small
+# Prints the default bundled model, or, where it is not installed, makes and prints a small
 # untrained one (its lesions are noise: the demo then shows the pipeline, not its accuracy).
 define DEMO_MODEL
 import sys
 from pathlib import Path
 import torch
-from mdgru_bids.model.files import bundled_model, make_card, save_model
+from mdgru_bids.model.files import DEFAULT_MODEL, bundled_model, make_card, save_model
 from mdgru_bids.model.network import NetworkConfig, build_network
-path, inputs = bundled_model(("FLAIR", "T1w")), ["FLAIR", "T1w"]
+path = bundled_model(DEFAULT_MODEL)
 if not path.is_file():
     print(f"{path.name} is not installed: using an UNTRAINED model", file=sys.stderr)
     torch.manual_seed(0)
-    config = NetworkConfig(in_channels=2, hidden=(4, 4), outputs=(4, 4), kernel_size=(3, 3), stem=4)
-    card = make_card(config, inputs, patch_size=[32, 32, 32], overlap=[8, 8, 8])
+    config = NetworkConfig(in_channels=1, hidden=(4, 4), outputs=(4, 4), kernel_size=(3, 3), stem=4)
+    card = make_card(config, ["FLAIR"], patch_size=[32, 32, 32], overlap=[8, 8, 8])
     path = save_model(Path(sys.argv[1]) / "untrained.safetensors", build_network(config), card)
 print(path)
 endef

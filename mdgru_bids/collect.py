@@ -47,11 +47,6 @@ class Subject:
     label: str
     sessions: tuple[Session, ...]
 
-    @property
-    def has_t1w(self) -> bool:
-        """True when every session has a T1w: the model choice must hold for all sessions."""
-        return all(s.t1w is not None for s in self.sessions)
-
 
 def load_layout(bids_dir: Path):
     """A pybids layout of a dataset root; one-line errors for what is not a BIDS dataset."""

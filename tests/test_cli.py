@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from mdgru_bids.cli.parser import build_parser
-from mdgru_bids.cli.run import main
+from mdgru_bids.cli.run import choose_model, main
+from mdgru_bids.model.files import BUNDLED, DEFAULT_MODEL, bundled_model
 
 
 def _tree_digest(root: Path) -> str:
@@ -91,6 +92,12 @@ def test_missing_input_exits_66(capsys, tmp_path: Path) -> None:
 def test_output_inside_input_is_refused(capsys, bids: Path) -> None:
     code, err = run(capsys, bids, bids / "derivatives" / "mdgru", "participant")
     assert code == 64 and "inside the input dataset" in err
+
+
+def test_output_that_cannot_be_created_exits_64(capsys, bids: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")  # root may write anywhere, but nobody can make a folder in a file
+    _fails_cleanly(capsys, 64, bids, blocker / "out", match=("cannot create OUTPUT_DIR", "a_file"))
 
 
 def test_not_bids_exits_16(capsys, bids: Path, tmp_path: Path) -> None:
@@ -198,6 +205,21 @@ def test_bad_model_exits_65_and_missing_model_66(capsys, bids: Path, tmp_path: P
         "--model",
         tmp_path / "none.safetensors",
         match="does not exist",
+    )
+
+
+def test_bundled_models_by_name_and_the_default() -> None:
+    for name, inputs in (("flair", ["FLAIR"]), ("flair-t1w", ["FLAIR", "T1w"])):
+        path, card = choose_model(name)
+        assert path == bundled_model(name) and card["inputs"] == inputs
+        assert card["accuracy"]["phantom"]["lesion_mean"]["dice"] > 0.8  # measured, recorded
+    assert choose_model(None)[0] == bundled_model(DEFAULT_MODEL)
+    assert set(BUNDLED) == {"flair", "flair-t1w"}
+
+
+def test_unknown_model_name_lists_the_bundled_ones(capsys, bids: Path, tmp_path: Path) -> None:
+    _fails_cleanly(
+        capsys, 66, bids, tmp_path / "out", "--model", "flair-t2", match="flair, flair-t1w"
     )
 
 

@@ -113,9 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     model = parser.add_argument_group("model and thresholds")
     model.add_argument(
         "--model",
-        type=Path,
-        metavar="PATH",
-        help="an mdgru-bids model file (default: the bundled model)",
+        metavar="NAME|PATH",
+        help="a bundled model, flair (the default: FLAIR only) or flair-t1w (FLAIR and T1w), "
+        "or an mdgru-bids model file (.safetensors)",
     )
     model.add_argument(
         "--template",

@@ -131,9 +131,8 @@ def run_participants(
     layout = load_layout(bids_dir)
     queries = read_filter_file(args.bids_filter_file)
     subjects = collect_subjects(layout, args.participant_label, args.session_label, queries)
-    models = {}
+    model_path, card = choose_model(args.model)
     for subject in subjects:
-        models[subject.label] = model_path, card = choose_model(args.model, subject.has_t1w)
         for session in subject.sessions:
             for image in (session.flair, session.t1w):
                 if image is not None:
@@ -141,7 +140,7 @@ def run_participants(
             if "T1w" in card["inputs"] and session.t1w is None:
                 raise MissingInputError(
                     f"the model {model_path.name} needs a T1w, and sub-{subject.label} "
-                    f"ses-{session.label} has none: use a FLAIR-only model (--model)"
+                    f"ses-{session.label} has none: use a FLAIR-only model (--model flair)"
                 )
     try:
         device = str(resolve_device(args.device))
@@ -156,7 +155,6 @@ def run_participants(
     nprocs = plugin_args.get("n_procs", os.cpu_count() or 1)
     failed = []
     for subject in subjects:
-        model_path, card = models[subject.label]
         cfg = WorkflowConfig(
             bids_dir=bids_dir,
             derivatives_dir=work_dir / "staging" / f"sub-{subject.label}",
@@ -241,22 +239,34 @@ def run_group(args: argparse.Namespace, bids_dir: Path, output_dir: Path) -> int
     return EXIT_OK
 
 
-def choose_model(path: Path | None, has_t1w: bool) -> tuple[Path, dict]:
+def choose_model(spec: str | None) -> tuple[Path, dict]:
     """The model file to use and its card; one-line errors for missing or broken files.
 
-    Without --model, the bundled model for the participant's inputs: FLAIR + T1w when every
-    session has a T1w, else FLAIR only, so all of a participant's sessions see one model.
+    ``spec`` is a bundled model's name, a model file, or None for the default bundled model
+    (the same for every participant and session, so results stay comparable).
     """
-    from mdgru_bids.model.files import ModelFileError, bundled_model, read_card
+    from mdgru_bids.model.files import (
+        BUNDLED,
+        DEFAULT_MODEL,
+        ModelFileError,
+        bundled_model,
+        read_card,
+    )
 
-    if path is None:
-        path = bundled_model(("FLAIR", "T1w") if has_t1w else ("FLAIR",))
+    spec = spec or DEFAULT_MODEL
+    if spec in BUNDLED:
+        path = bundled_model(spec)
         if not path.is_file():
             raise MissingInputError(
                 f"the bundled model {path.name} is not installed: pass --model PATH"
             )
+    else:
+        path = Path(spec)
     if not path.is_file():
-        raise MissingInputError(f"model file {path} does not exist: check --model")
+        raise MissingInputError(
+            f"model file {path} does not exist: check --model (or use a bundled model: "
+            f"{', '.join(BUNDLED)})"
+        )
     path = path.resolve()  # the nodes run in their own folders
     try:
         return path, read_card(path)

@@ -24,13 +24,17 @@ FORMAT = "mdgru-bids-model"
 FORMAT_VERSION = 1
 
 
-#: The models shipped in mdgru_bids/data, by their inputs.
-BUNDLED = {("FLAIR", "T1w"): "mdgru_flair_t1w.safetensors", ("FLAIR",): "mdgru_flair.safetensors"}
+#: The models shipped in mdgru_bids/data, by the name ``--model`` takes.
+BUNDLED = {"flair": "mdgru_flair.safetensors", "flair-t1w": "mdgru_flair_t1w.safetensors"}
+#: FLAIR only: on the real longitudinal pair it found change better than FLAIR + T1w (appeared
+#: voxel Dice 0.57 vs 0.45; benchmarks/results/eval_mdgru_flair*.json), and it does not depend
+#: on the quality of a T1w, which clinical protocols often acquire with thick slices.
+DEFAULT_MODEL = "flair"
 
 
-def bundled_model(inputs: tuple[str, ...]) -> Path:
-    """Path of the bundled model taking ``inputs`` (it may not be installed)."""
-    return Path(__file__).resolve().parents[1] / "data" / BUNDLED[inputs]
+def bundled_model(name: str) -> Path:
+    """Path of a bundled model by name (it may not be installed)."""
+    return Path(__file__).resolve().parents[1] / "data" / BUNDLED[name]
 
 
 class ModelFileError(Exception):

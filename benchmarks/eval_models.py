@@ -90,8 +90,11 @@ def common_space_scores(data: Path, sub: str, session: str, mask: ants.ANTsImage
     truth = ants.image_read(str(ref / f"{sub}_space-common_desc-change_mask.nii.gz")).numpy() > 0
     xfm = ref / f"{sub}_{session}_from-FLAIR_to-common_mode-image_xfm.txt"
     moved = ants.apply_transforms(grid, mask, [str(xfm)], interpolator="nearestNeighbor")
-    predicted = moved.numpy() > 0
-    voxel = float(np.prod(grid.spacing))
+    return mask_scores(moved.numpy() > 0, truth, float(np.prod(grid.spacing)))
+
+
+def mask_scores(predicted: np.ndarray, truth: np.ndarray, voxel: float) -> dict:
+    """Voxel Dice, volumes and lesion-wise detection (MSSEG rule and any overlap)."""
     msseg = lesion_detection(predicted, truth, voxel, DetectionRule())
     loose = lesion_detection(predicted, truth, voxel, ANY_OVERLAP)
     return {

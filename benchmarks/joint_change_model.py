@@ -41,11 +41,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from eval_models import common_space_scores  # noqa: E402
+from eval_models import common_space_scores, mask_scores  # noqa: E402
 
 from mdgru_bids.lesions.change import ENLARGING, NEW  # noqa: E402
 from mdgru_bids.lesions.components import threshold_mask  # noqa: E402
-from mdgru_bids.lesions.metrics import DetectionRule, dice, lesion_detection  # noqa: E402
 from mdgru_bids.model.files import bundled_model, load_model, make_card, save_model  # noqa: E402
 from mdgru_bids.model.inference import segment  # noqa: E402
 from mdgru_bids.model.network import NetworkConfig, build_network  # noqa: E402
@@ -166,19 +165,6 @@ def differencing(out: Path, pair: Pair) -> ants.ANTsImage:
     return change.new_image_like(np.isin(change.numpy(), (NEW, ENLARGING)).astype(np.float32))
 
 
-def phantom_scores(mask: ants.ANTsImage, truth: np.ndarray) -> dict:
-    predicted = mask.numpy() > 0
-    detection = lesion_detection(predicted, truth, float(np.prod(mask.spacing)), DetectionRule())
-    return {
-        "dice": dice(predicted, truth),
-        "lesion_f1_msseg": detection.f1,
-        "lesion_recall_msseg": detection.recall,
-        "lesion_precision_msseg": detection.precision,
-        "truth_lesions": detection.truth_lesions,
-        "predicted_lesions": detection.predicted_lesions,
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", nargs=2, type=Path, action="append", required=True,
@@ -229,7 +215,13 @@ def main() -> None:
             target = truth_appeared(pair, truth)
             for method, mask in (("joint", predict(model, pair)),
                                  ("differencing", differencing(out, pair))):  # fmt: skip
-                rows.append({"pair": pair.name, "method": method, **phantom_scores(mask, target)})
+                rows.append(
+                    {
+                        "pair": pair.name,
+                        "method": method,
+                        **mask_scores(mask.numpy() > 0, target, float(np.prod(mask.spacing))),
+                    }
+                )
         table = pd.DataFrame(rows)
         print(table.to_string(index=False))
         results["phantom"] = table.groupby("method").mean(numeric_only=True).to_dict("index")

@@ -38,8 +38,19 @@ def save_figure(figure: Figure, path: Path) -> Path:
     return path
 
 
-def _mosaic_figure() -> Figure:
-    return Figure(figsize=MOSAIC_SIZE, facecolor="black")
+def _anat_mosaic(
+    background: nib.Nifti1Image,
+    brain_mask: nib.Nifti1Image,
+    axes: tuple[float, float, float, float] | None = None,
+) -> tuple[Figure, object]:
+    """A black figure with the background image in three rows of slices through the brain;
+    returns the figure and nilearn's display to draw on."""
+    figure = Figure(figsize=MOSAIC_SIZE, facecolor="black")
+    display = plotting.plot_anat(
+        background, display_mode="mosaic", cut_coords=cuts(brain_mask), figure=figure,
+        axes=axes, black_bg=True, colorbar=False, dim=-0.3,
+    )  # fmt: skip
+    return figure, display
 
 
 def cuts(brain_mask: nib.Nifti1Image) -> dict[str, list[float]]:
@@ -52,11 +63,7 @@ def lesion_mosaic(
     flair: nib.Nifti1Image, mask: nib.Nifti1Image, brain_mask: nib.Nifti1Image, path: Path
 ) -> Path:
     """The FLAIR with lesion outlines."""
-    figure = _mosaic_figure()
-    display = plotting.plot_anat(
-        flair, display_mode="mosaic", cut_coords=cuts(brain_mask), figure=figure,
-        black_bg=True, colorbar=False, dim=-0.3,
-    )  # fmt: skip
+    figure, display = _anat_mosaic(flair, brain_mask)
     if np.any(np.asanyarray(mask.dataobj)):
         display.add_contours(mask, levels=[0.5], colors=[LESION_COLOUR], linewidths=0.8)
     return save_figure(figure, path)
@@ -66,11 +73,7 @@ def change_mosaic(
     flair: nib.Nifti1Image, dseg: nib.Nifti1Image, brain_mask: nib.Nifti1Image, path: Path
 ) -> Path:
     """The change labels over the later session's FLAIR, with a legend."""
-    figure = _mosaic_figure()
-    display = plotting.plot_anat(
-        flair, display_mode="mosaic", cut_coords=cuts(brain_mask), figure=figure,
-        axes=(0.0, 0.07, 1.0, 0.93), black_bg=True, colorbar=False, dim=-0.3,
-    )  # fmt: skip
+    figure, display = _anat_mosaic(flair, brain_mask, axes=(0.0, 0.07, 1.0, 0.93))  # legend below
     if np.any(np.asanyarray(dseg.dataobj)):
         colours = [CHANGE_COLOURS[label] for label in CHANGE_LABELS]
         display.add_overlay(
@@ -93,11 +96,7 @@ def edges_mosaic(
     path: Path,
 ) -> Path:
     """Edges of one image over another: a registration check (edges follow the anatomy)."""
-    figure = _mosaic_figure()
-    display = plotting.plot_anat(
-        background, display_mode="mosaic", cut_coords=cuts(brain_mask), figure=figure,
-        black_bg=True, colorbar=False, dim=-0.3,
-    )  # fmt: skip
+    figure, display = _anat_mosaic(background, brain_mask)
     display.add_edges(edges_of, color=EDGE_COLOUR)
     return save_figure(figure, path)
 

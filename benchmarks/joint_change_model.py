@@ -135,15 +135,16 @@ def case(pair: Pair, target: np.ndarray) -> Case:
     return Case(pair.name, image, label.astype(np.int64), pair.mask)
 
 
-def initial_network(config: NetworkConfig) -> torch.nn.Module:
+def initial_network() -> tuple[torch.nn.Module, NetworkConfig]:
     """The FLAIR-only segmentation model with a zero-weighted second input channel."""
     seg = load_model(bundled_model("flair"))
+    config = NetworkConfig.from_dict({**seg.card["network"], "in_channels": len(INPUTS)})
     network = build_network(config)
     weights = seg.network.state_dict()
     stem = weights["stem.weight"]
     weights["stem.weight"] = torch.cat((stem, torch.zeros_like(stem)), dim=1)
     network.load_state_dict(weights)
-    return network
+    return network, config
 
 
 def predict(model, pair: Pair) -> ants.ANTsImage:
@@ -186,9 +187,7 @@ def main() -> None:
         for p in load_pairs(out, args.work)
     ]
     print(f"{len(cases)} training pairs, {sum(int(c.label.sum()) for c in cases)} target voxels")
-    segmentation = load_model(bundled_model("flair")).card["network"]
-    config = NetworkConfig.from_dict({**segmentation, "in_channels": len(INPUTS)})
-    network = initial_network(config)
+    network, config = initial_network()
     cfg = TrainConfig(iterations=args.iterations, batch_size=2, patch_size=(48, 48, 48),
                       learning_rate=1e-3, precision="bfloat16", seed=3)  # fmt: skip
     prepared = time.perf_counter()

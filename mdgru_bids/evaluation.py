@@ -34,6 +34,7 @@ from mdgru_bids.lesions.metrics import (
     hd95,
     lesion_detection,
 )
+from mdgru_bids.nifti import same_grid
 
 #: Entities that name the map in a file rather than the image it belongs to.
 MAP_ENTITIES = frozenset({"suffix", "extension", "label", "desc", "space", "datatype"})
@@ -191,7 +192,7 @@ def _read_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
     wrong file than a deliberate choice.
     """
     (pred, pred_img), (truth, truth_img) = (_load(f) for f in (pair.prediction, pair.truth))
-    if pred.shape != truth.shape or not np.allclose(pred_img.affine, truth_img.affine, atol=1e-3):
+    if not same_grid(pred_img, truth_img):
         raise BadDataError(
             f"{pair.prediction.path} is not on the grid of {pair.truth.path} (shape "
             f"{pred.shape} vs {truth.shape}, or another affine): both must be on the session's "

@@ -1,4 +1,4 @@
-"""Writing arrays as NIfTI images on a known grid."""
+"""Writing arrays as NIfTI images on a known grid, and telling whether two grids agree."""
 
 from __future__ import annotations
 
@@ -6,6 +6,11 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+
+
+def same_grid(a: nib.spatialimages.SpatialImage, b: nib.spatialimages.SpatialImage) -> bool:
+    """Whether two images share one voxel grid: shape and affine (to 0.001 mm)."""
+    return a.shape[:3] == b.shape[:3] and np.allclose(a.affine, b.affine, atol=1e-3)
 
 
 def save_like(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable, Sequence
 
@@ -64,3 +65,11 @@ def run_command(
     except AppError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return err.code
+
+
+def configure_logging(verbose: bool) -> None:
+    """Time-stamped log lines on stderr: INFO, or DEBUG with -v."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+    )

@@ -20,6 +20,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mdgru_bids.cli.common import (
     EXIT_OK,
@@ -29,9 +30,13 @@ from mdgru_bids.cli.common import (
     MissingInputError,
     UnknownLevelError,
     UsageError,
+    configure_logging,
     run_command,
 )
 from mdgru_bids.cli.parser import build_parser
+
+if TYPE_CHECKING:
+    from mdgru_bids.collect import Subject
 
 log = logging.getLogger("mdgru_bids")
 
@@ -42,10 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
-    )
+    configure_logging(args.verbose)
     if args.analysis_level not in ("participant", "group"):
         raise UnknownLevelError(
             f"unknown analysis level {args.analysis_level!r}: use participant or group"
@@ -176,7 +178,8 @@ def run_participants(
         succeeded = run_subject(
             subject, cfg, work_dir, output_dir, plugin, plugin_args, args.write_graph
         )
-        write_report(layout, queries, output_dir, subject.label)
+        (all_sessions,) = collect_subjects(layout, [subject.label], None, queries)
+        write_report(output_dir, all_sessions)
         if not succeeded:
             failed.append(subject.label)
             if args.stop_on_first_crash:
@@ -191,50 +194,47 @@ def run_participants(
     return EXIT_OK
 
 
-def write_report(layout, queries: dict, output_dir: Path, label: str) -> None:
-    """The participant's report from what is now in OUTPUT_DIR: every session with outputs,
-    whichever sessions this run selected."""
-    from mdgru_bids.collect import collect_subjects
+def write_report(output_dir: Path, subject: Subject) -> None:
+    """The participant's report from what is now in OUTPUT_DIR (``subject`` with all of its
+    sessions: the report shows every session with outputs, whichever a run selected)."""
     from mdgru_bids.reports.participant import participant_report
 
-    (subject,) = collect_subjects(layout, [label], None, queries)
-    log.info("sub-%s: report %s", label, participant_report(output_dir, subject))
+    log.info("sub-%s: report %s", subject.label, participant_report(output_dir, subject))
+
+
+def selected_participants(args: argparse.Namespace, bids_dir: Path) -> list[Subject]:
+    """The participants the labels and filter file select, each with all of its sessions:
+    what the group level and the reports read back."""
+    from mdgru_bids.collect import collect_subjects, load_layout, read_filter_file
+
+    queries = read_filter_file(args.bids_filter_file)
+    return collect_subjects(load_layout(bids_dir), args.participant_label, None, queries)
 
 
 def run_reports(args: argparse.Namespace, bids_dir: Path, output_dir: Path) -> int:
     """``--reports-only``: the reports of the selected participants that have outputs."""
-    from mdgru_bids.collect import collect_subjects, load_layout, read_filter_file
     from mdgru_bids.group.outputs import crashes
 
-    layout = load_layout(bids_dir)
-    queries = read_filter_file(args.bids_filter_file)
-    labels = [
-        s.label
-        for s in collect_subjects(layout, args.participant_label, None, queries)
+    subjects = [
+        s
+        for s in selected_participants(args, bids_dir)
         if (output_dir / f"sub-{s.label}").is_dir() or crashes(output_dir, s.label)
     ]
-    if not labels:
+    if not subjects:
         raise MissingInputError(
             f"no participant outputs in {output_dir}: run the participant level first"
         )
-    for label in labels:
-        write_report(layout, queries, output_dir, label)
+    for subject in subjects:
+        write_report(output_dir, subject)
     return EXIT_OK
 
 
 def run_group(args: argparse.Namespace, bids_dir: Path, output_dir: Path) -> int:
     """Study tables, frequency map, figures and ``group.html`` from the participant outputs."""
-    from mdgru_bids.collect import collect_subjects, load_layout, read_filter_file
     from mdgru_bids.group.study import group_analysis
     from mdgru_bids.reports.group import group_report
 
-    subjects = collect_subjects(
-        load_layout(bids_dir),
-        args.participant_label,
-        None,
-        read_filter_file(args.bids_filter_file),
-    )
-    study = group_analysis(output_dir, subjects, args.template)
+    study = group_analysis(output_dir, selected_participants(args, bids_dir), args.template)
     log.info("group report %s", group_report(study))
     return EXIT_OK
 

@@ -32,6 +32,7 @@ from mdgru_bids.cli.common import (
     NothingSelectedError,
     Parser,
     UsageError,
+    configure_logging,
     run_command,
 )
 
@@ -143,10 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
-    )
+    configure_logging(args.verbose)
     import torch
 
     from mdgru_bids.cli.run import validate_bids
@@ -311,8 +309,10 @@ def label_file(labels_dir: Path, participant: str, session: str | None) -> Path 
 def check_same_grid(label: Path, flair: Path) -> None:
     import nibabel as nib
 
+    from mdgru_bids.nifti import same_grid
+
     a, b = nib.load(str(label)), nib.load(str(flair))
-    if a.shape[:3] != b.shape[:3] or not np.allclose(a.affine, b.affine, atol=1e-3):
+    if not same_grid(a, b):
         raise BadDataError(
             f"{label} is not on the grid of {flair.name} (shape {a.shape[:3]} vs {b.shape[:3]} or "
             "another affine): resample the mask onto the FLAIR"

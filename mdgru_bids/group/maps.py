@@ -12,6 +12,7 @@ import numpy as np
 from mdgru_bids.atomic import replacing
 from mdgru_bids.cli.common import BadDataError
 from mdgru_bids.group.outputs import SessionOutputs
+from mdgru_bids.nifti import same_grid
 
 
 def template_probseg(session: SessionOutputs, template: str) -> Path:
@@ -39,7 +40,7 @@ def lesion_frequency(
     for session in sources:
         path = template_probseg(session, template)
         img = nib.load(path)
-        if img.shape[:3] != first.shape[:3] or not np.allclose(img.affine, first.affine, atol=1e-3):
+        if not same_grid(img, first):
             raise BadDataError(
                 f"{path} is not on the grid of {sources[0].name}'s template map: were they made "
                 "with different template resolutions? Re-run those participants"

@@ -39,7 +39,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from mdgru_bids.nifti import save_like
+from mdgru_bids.nifti import same_grid, save_like
 from mdgru_bids.transforms import (
     apply_to_points,
     covering_grid,
@@ -388,8 +388,7 @@ def _schedule(inputs: Any) -> dict[str, tuple]:
 
 def _check_same_grid(path: str, like: str) -> None:
     """Refuse a mask that is not on its image's grid (a silent resampling would hide a bug)."""
-    a, b = nib.load(path), nib.load(like)
-    if a.shape[:3] != b.shape[:3] or not np.allclose(a.affine, b.affine, atol=1e-3):
+    if not same_grid(nib.load(path), nib.load(like)):
         raise ValueError(f"{path} is not on the grid of {like}")
 
 

@@ -31,13 +31,13 @@ class MeanImage(SimpleInterface):
     def _run_interface(self, runtime):
         import numpy as np
 
-        from mdgru_bids.nifti import load_array, save_like
+        from mdgru_bids.nifti import load_array, same_grid, save_like
 
         first, img = load_array(self.inputs.in_files[0])
         total = first.astype(np.float64)
         for path in self.inputs.in_files[1:]:
             data, other = load_array(path)
-            if data.shape != first.shape or not np.allclose(other.affine, img.affine, atol=1e-3):
+            if not same_grid(other, img):
                 raise ValueError(f"{path} is not on the grid of {self.inputs.in_files[0]}")
             total += data
         out = os.path.join(runtime.cwd, "mean.nii.gz")

@@ -96,11 +96,13 @@ def sample_batch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Patches with a margin for rotation: ``cfg.lesion_fraction`` of them centred on lesions."""
     side = _margin_side(cfg)
-    groups = sorted({c.group for c in cases})
+    groups: dict[str, list[Case]] = {}
+    for c in cases:
+        groups.setdefault(c.group, []).append(c)
+    names = sorted(groups)
     xs, ys = [], []
     for _ in range(cfg.batch_size):
-        group = groups[rng.integers(len(groups))]
-        members = [c for c in cases if c.group == group]
+        members = groups[names[rng.integers(len(names))]]
         case = members[rng.integers(len(members))]
         pool = (
             case._lesion

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mdgru_bids.model.mdgru import DIRECTIONS, MDGRU
+from mdgru_bids.model.mdgru import DIRECTIONS, MDGRU, _direction_groups
 from tests.mdgru_oracle import oracle_forward
 
 
@@ -18,7 +18,7 @@ def _layer(c: int = 2, hidden: int = 4, k: int = 3, seed: int = 0) -> MDGRU:
 
 
 @pytest.mark.parametrize(
-    "shape", [(1, 2, 8, 8, 8), (2, 2, 5, 7, 9), (1, 2, 1, 6, 3), (3, 2, 4, 4, 4)]
+    "shape", [(1, 2, 8, 8, 8), (2, 2, 5, 7, 9), (1, 2, 1, 6, 3), (3, 2, 4, 4, 4), (1, 2, 6, 6, 4)]
 )
 def test_forward_matches_oracle(shape: tuple[int, ...]) -> None:
     layer = _layer()
@@ -37,7 +37,7 @@ def test_inference_mode_matches_oracle_with_kernel_7() -> None:
         assert (layer(x) - oracle_forward(layer, x)).abs().max().item() <= 1e-5
 
 
-@pytest.mark.parametrize("shape", [(2, 2, 5, 6, 4), (1, 2, 5, 5, 5)])
+@pytest.mark.parametrize("shape", [(2, 2, 5, 6, 4), (1, 2, 5, 5, 5), (1, 2, 4, 5, 5)])
 def test_backward_matches_oracle(shape: tuple[int, ...]) -> None:
     layer = _layer()
     x = torch.randn(shape, requires_grad=True)
@@ -78,6 +78,13 @@ def test_flipping_an_axis_swaps_its_two_directions(axis: int) -> None:
         assert (flipped - mirrored(x)).abs().max().item() <= 1e-5
         # a real symmetry only with the swap: the unswapped layer gives something else
         assert (flipped - layer(x)).abs().max().item() > 1e-3
+
+
+def test_directions_with_the_same_sweep_shape_run_together() -> None:
+    """All six directions of a cube are one grouped sweep; otherwise those that fit share one."""
+    assert _direction_groups((8, 8, 8)) == [[0, 1, 2, 3, 4, 5]]
+    assert _direction_groups((6, 6, 4)) == [[0, 1, 2, 3], [4, 5]]
+    assert _direction_groups((5, 7, 9)) == [[0, 1], [2, 3], [4, 5]]
 
 
 def test_bfloat16_autocast_stays_close_to_float32() -> None:

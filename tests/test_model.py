@@ -8,13 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import save_file
+from torch import nn
 
 from mdgru_bids.lesions.metrics import dice
 from mdgru_bids.model.files import ModelFileError, load_model, make_card, read_card, save_model
 from mdgru_bids.model.inference import blend_weights, patch_starts, segment, sliding_window
 from mdgru_bids.model.network import (
     NetworkConfig,
+    _fuse_up,
+    _stem_conv,
     build_network,
     count_parameters,
     default_config,
@@ -42,6 +46,25 @@ def test_networks_map_input_to_class_logits(cfg: NetworkConfig) -> None:
         out = net(torch.randn(2, cfg.in_channels, side, side // 2 + cfg.divisor, side))
     assert out.shape == (2, cfg.n_classes, side, side // 2 + cfg.divisor, side)
     assert torch.isfinite(out).all()
+
+
+def test_fusing_before_up_sampling_equals_up_sampling_then_fusing() -> None:
+    torch.manual_seed(0)
+    fuse = nn.Conv3d(12, 5, 1)
+    deep, skip = torch.randn(2, 8, 3, 4, 5), torch.randn(2, 4, 6, 8, 10)
+    up = F.interpolate(deep, size=skip.shape[2:], mode="trilinear", align_corners=False)
+    with torch.no_grad():
+        expected = fuse(torch.cat((up, skip), dim=1))
+        assert (_fuse_up(fuse, deep, skip) - expected).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 5])
+def test_stem_with_padded_input_channels_is_the_same_convolution(channels: int) -> None:
+    torch.manual_seed(0)
+    stem = nn.Conv3d(channels, 8, 3, padding=1)
+    x = torch.randn(1, channels, 6, 7, 8)
+    with torch.no_grad():
+        assert (_stem_conv(stem, x) - stem(x)).abs().max().item() < 1e-5
 
 
 def test_blend_weights_ramp_over_the_overlap_only() -> None:

@@ -9,13 +9,16 @@ volume slice by slice, with k×k 2-D convolutions over the other two axes::
 
 and the layer output is the mean of the six directional outputs.
 
-Why this implementation is fast (figures: benchmarks/bench_mdgru.py): the input-side
-convolutions run batched over a chunk of slices before the recurrence reads them; the three
-state convolutions of a direction are fused into one; every tensor a direction touches is
-channels-last, the layout oneDNN convolves fastest, so the gate arithmetic never re-lays out
-data; tanh is computed through the cheaper sigmoid; and without autograd each step's output
-is added straight into the result. Under bfloat16 autocast the convolutions run in bfloat16
-while the recurrent state and the gate arithmetic stay float32.
+Why this implementation is fast (figures: benchmarks/bench_mdgru.py): directions whose
+sweeps have the same length and slice shape (all six in a cube, the two of an axis otherwise)
+run in lock-step as one grouped convolution per step, so a step costs one call per operation
+instead of six, which also keeps a GPU from being launch-bound; the input-side convolutions
+run batched over a chunk of slices before the recurrence reads them; the three state
+convolutions of a direction are fused into one; every tensor a step touches is channels-last,
+the layout oneDNN convolves fastest, so the gate arithmetic never re-lays out data; tanh is
+computed through the cheaper sigmoid; and without autograd each step's output is added
+straight into the result. Under bfloat16 autocast the convolutions run in bfloat16 while the
+recurrent state and the gate arithmetic stay float32.
 """
 
 from __future__ import annotations
@@ -96,9 +99,15 @@ class MDGRU(nn.Module):
         w, u, b = (_scale_candidate(p, self.hidden) for p in (w, u, self.bias))
         if torch.is_autocast_enabled(x.device.type):  # cast the state weights once, not per step
             u = u.to(torch.get_autocast_dtype(x.device.type))
-        pair = [slice(2 * axis, 2 * axis + 2) for axis in range(3)]  # its two directions
-        out = sum(_sweep(x, a, w[pair[a]], u[pair[a]], b[pair[a]], self.hidden) for a in range(3))
-        return out / len(DIRECTIONS)
+        groups = _direction_groups(x.shape[2:])
+        if torch.is_grad_enabled() and (x.requires_grad or u.requires_grad):
+            total = sum(_sweep(x, g, w[g], u[g], b[g]) for g in groups)
+        else:  # without autograd every step's output is added straight into one result
+            total = x.new_zeros((x.shape[0], *x.shape[2:], self.hidden))  # channels-last
+            for g in groups:
+                _sweep_into(total, x, g, w[g], u[g], b[g])
+            total = total.permute(0, 4, 1, 2, 3)
+        return total / len(DIRECTIONS)
 
 
 def _scale_candidate(p: torch.Tensor, hidden: int) -> torch.Tensor:
@@ -108,80 +117,109 @@ def _scale_candidate(p: torch.Tensor, hidden: int) -> torch.Tensor:
     return p * scale.view(1, -1, *([1] * (p.dim() - 2)))
 
 
+def _direction_groups(shape: tuple[int, ...]) -> list[list[int]]:
+    """Indices of the directions whose sweeps share their length and slice shape."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for d, (axis, _) in enumerate(DIRECTIONS):
+        key = (shape[axis], *(s for i, s in enumerate(shape) if i != axis))
+        groups.setdefault(key, []).append(d)
+    return list(groups.values())
+
+
+def _start(
+    x: torch.Tensor, group: list[int], w: torch.Tensor, u: torch.Tensor, b: torch.Tensor
+) -> tuple[Iterator[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """The per-step input pre-activations, the zero state and the grouped state weights.
+
+    The state is laid out (N, A, B, direction, hidden): channels-last for the grouped
+    convolution, whose weights stack the directions' (3·hidden, hidden, k, k) kernels.
+    """
+    n, _, _, a_len, b_len = x.permute(_TO_SWEEP[DIRECTIONS[group[0]][0]]).shape
+    h = x.new_zeros((n, a_len, b_len, len(group), u.shape[2]))
+    return _preactivations(x, group, w, b), h, u.flatten(0, 1)
+
+
 def _sweep(
+    x: torch.Tensor, group: list[int], w: torch.Tensor, u: torch.Tensor, b: torch.Tensor
+) -> torch.Tensor:
+    """Run a group of directions in lock-step; return the sum of their outputs."""
+    steps, h, u = _start(x, group, w, u, b)
+    seq = []
+    for gx_t in steps:
+        h = _step(gx_t, h, u)
+        seq.append(h)
+    states = torch.stack(seq, dim=1)  # (N, T, A, B, G, hidden)
+    total = None
+    for d, part in zip(group, states.unbind(-2), strict=True):  # unbind: one gradient buffer
+        axis, reverse = DIRECTIONS[d]
+        part = part.flip(1) if reverse else part
+        part = part.permute(0, 1, 4, 2, 3).permute(_FROM_SWEEP[axis])
+        total = part if total is None else total + part
+    return total
+
+
+def _sweep_into(
+    out: torch.Tensor,
     x: torch.Tensor,
-    axis: int,
+    group: list[int],
     w: torch.Tensor,
     u: torch.Tensor,
     b: torch.Tensor,
-    hidden: int,
-) -> torch.Tensor:
-    """Run both directions along ``axis`` in lock-step; return the sum of their outputs.
-
-    Each direction's tensors are laid out (N, [T,] A, B, gate, hidden): the channels-last
-    memory its convolutions read and write, so no element-wise call has to re-layout data.
-    """
-    dirs = [(axis, False), (axis, True)]
-    steps = [_preactivations(x, a, r, w[j], b[j], hidden) for j, (a, r) in enumerate(dirs)]
-    n, t_len, _, a_len, b_len = x.permute(_TO_SWEEP[axis]).shape
-    hs = [x.new_zeros((n, a_len, b_len, hidden)) for _ in dirs]
-    if torch.is_grad_enabled() and (x.requires_grad or u.requires_grad):
-        outputs: list[list[torch.Tensor]] = [[] for _ in dirs]
-        for _ in range(t_len):
-            for j in range(len(dirs)):
-                hs[j] = _step(next(steps[j]), hs[j], u[j])
-                outputs[j].append(hs[j])
-        total = None
-        for (a, reverse), seq in zip(dirs, outputs, strict=True):
-            part = torch.stack(seq[::-1] if reverse else seq, dim=1)  # (N, T, A, B, H)
-            part = part.permute(0, 1, 4, 2, 3).permute(_FROM_SWEEP[a])
-            total = part if total is None else total + part
-        return total
-    # Without autograd, add each step's output straight into the result: no history is kept.
-    out = x.new_zeros((n, *x.shape[2:], hidden))  # (N, D, H, W, hidden): channels-last
-    views = [out.permute(_SWEEP_VIEW[a]) for a, _ in dirs]  # each (N, T, A, B, hidden)
-    for t in range(t_len):
-        for j, (_, reverse) in enumerate(dirs):
-            hs[j] = _step(next(steps[j]), hs[j], u[j])
-            views[j][:, t_len - 1 - t if reverse else t] += hs[j]
-    return out.permute(0, 4, 1, 2, 3)
+) -> None:
+    """Run a group of directions in lock-step, adding every step into ``out`` (N, D, H, W, H)."""
+    steps, h, u = _start(x, group, w, u, b)
+    views = [out.permute(_SWEEP_VIEW[DIRECTIONS[d][0]]) for d in group]  # each (N, T, A, B, H)
+    t_len = views[0].shape[1]
+    for t, gx_t in enumerate(steps):
+        h = _step(gx_t, h, u)
+        for j, d in enumerate(group):
+            views[j][:, t_len - 1 - t if DIRECTIONS[d][1] else t] += h[:, :, :, j]
 
 
 def _preactivations(
-    x: torch.Tensor, axis: int, reverse: bool, w: torch.Tensor, b: torch.Tensor, hidden: int
+    x: torch.Tensor, group: list[int], w: torch.Tensor, b: torch.Tensor
 ) -> Iterator[torch.Tensor]:
-    """W∗x_t + b for each step of one direction, (N, A, B, 3, H), in the order it is swept.
+    """W∗x_t + b for each step of a group of directions, (N, A, B, G, 3, H), in sweep order.
 
+    The directions' input slices are put side by side as channels and convolved as G groups.
     Computed a few slices at a time, batched over the slices: large batches keep the
     convolution efficient, while chunks of about ``_CHUNK_BYTES`` are still in cache when the
     recurrence reads them (one tensor for the whole volume would be read back from memory,
     and for wide layers would need gigabytes). Chunks are unbound into steps, so autograd
     never builds a zero-filled gradient of a whole chunk per step.
     """
-    xa = x.permute(_TO_SWEEP[axis])  # (N, T, C, A, B)
-    xa = xa.flip(1) if reverse else xa  # a reverse direction reads its input back to front
-    n, t_len, c, a_len, b_len = xa.shape
-    chunk = max(1, _CHUNK_BYTES // (n * a_len * b_len * 3 * hidden * 4))
+    cl = x.permute(0, 2, 3, 4, 1)  # (N, D, H, W, C)
+    views = [(cl.permute(_SWEEP_VIEW[DIRECTIONS[d][0]]), DIRECTIONS[d][1]) for d in group]
+    n, t_len, a_len, b_len, c = views[0][0].shape
+    g, gates = w.shape[:2]
+    chunk = max(1, _CHUNK_BYTES // (n * a_len * b_len * g * gates * 4))
+    w, b = w.flatten(0, 1), b.flatten()
     for t0 in range(0, t_len, chunk):
-        part = xa[:, t0 : t0 + chunk]
-        tc = part.shape[1]
-        flat = part.reshape(n * tc, c, a_len, b_len).contiguous(memory_format=torch.channels_last)
-        pre = F.conv2d(flat, w, b, padding=w.shape[-1] // 2).permute(0, 2, 3, 1)
-        yield from pre.reshape(n, tc, a_len, b_len, 3, hidden).unbind(1)
+        tc = min(chunk, t_len - t0)
+        # a reverse direction reads its input back to front
+        parts = [
+            v[:, t_len - t0 - tc : t_len - t0].flip(1) if rev else v[:, t0 : t0 + tc]
+            for v, rev in views
+        ]
+        flat = torch.cat(parts, dim=-1).view(n * tc, a_len, b_len, g * c).permute(0, 3, 1, 2)
+        pre = F.conv2d(flat, w, b, padding=w.shape[-1] // 2, groups=g).permute(0, 2, 3, 1)
+        yield from pre.reshape(n, tc, a_len, b_len, g, 3, gates // 3).unbind(1)
 
 
 def _step(gx_t: torch.Tensor, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """One GRU step of one direction; gx_t (N, A, B, 3, H), h (N, A, B, H).
+    """One GRU step of a group of directions; gx_t (N, A, B, G, 3, H), h (N, A, B, G, H).
 
     The gate arithmetic runs in h's precision: under bfloat16 autocast only the convolutions
     are bfloat16, the recurrent state stays float32 (and CPU element-wise maths is faster so).
     """
-    gh = F.conv2d(h.permute(0, 3, 1, 2), u, padding=u.shape[-1] // 2).permute(0, 2, 3, 1)
-    gh = gh.view(gx_t.shape)  # bfloat16 under autocast: promoted inside the float32 maths
-    x_zr, x_c = gx_t.to(h.dtype).split((2, 1), dim=-2)
+    n, a_len, b_len, g, hidden = h.shape
+    hc = h.reshape(n, a_len, b_len, g * hidden).permute(0, 3, 1, 2)
+    gh = F.conv2d(hc, u, padding=u.shape[-1] // 2, groups=g).permute(0, 2, 3, 1)
+    gh = gh.reshape(gx_t.shape).to(h.dtype)
+    x_zr, x_c = gx_t.split((2, 1), dim=-2)
     h_zr, h_c = gh.split((2, 1), dim=-2)
-    z, r = torch.sigmoid(x_zr + h_zr).unbind(-2)
+    z, r = torch.add(x_zr, h_zr).sigmoid_().unbind(-2)
     # tanh(y) = 2σ(2y) − 1, and σ is several times cheaper than tanh on the CPU; the factor 2
     # is already in the candidate weights (see _scale_candidate).
-    s = torch.sigmoid(torch.addcmul(x_c.squeeze(-2), r, h_c.squeeze(-2)))
+    s = torch.addcmul(x_c.squeeze(-2), r, h_c.squeeze(-2)).sigmoid_()
     return torch.lerp(2 * s - 1, h, z)

@@ -160,15 +160,45 @@ class MultiScaleMDGRUNet(nn.Module):
         self.fuse_act = nn.ModuleList(_norm_act(c) for c in skips[::-1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.stem_act(self.stem(x))
+        # channels-last is the layout oneDNN convolves fastest (the 1×1×1 classifier 20× so),
+        # and the one the MD-GRU blocks return
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+        y = self.stem_act(_stem_conv(self.stem, x))
         skips = []
         for down, act, block in zip(self.down, self.down_act, self.blocks, strict=True):
             skips.append(y)
             y = block(act(down(y)))
         for fuse, act, skip in zip(self.fuse, self.fuse_act, skips[::-1], strict=True):
-            y = F.interpolate(y, size=skip.shape[2:], mode="trilinear", align_corners=False)
-            y = act(fuse(torch.cat((y, skip), dim=1)))
+            y = act(_fuse_up(fuse, y, skip))
         return self.head(y)
+
+
+def _stem_conv(stem: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
+    """``stem`` on ``x`` with fewer than 4 input channels zero-padded to 4, same result.
+
+    oneDNN's float32 3-D convolution is about 10× slower with 2 input channels than with 4
+    (82 vs 8 ms for the default stem on a 96³ patch, measured on a 2-core AVX-512 CPU).
+    """
+    pad = max(0, 4 - x.shape[1])
+    if not pad:
+        return stem(x)
+    x = F.pad(x, (0, 0, 0, 0, 0, 0, 0, pad)).contiguous(memory_format=torch.channels_last_3d)
+    weight = F.pad(stem.weight, (0, 0, 0, 0, 0, 0, 0, pad))
+    return F.conv3d(x, weight, stem.bias, padding=stem.padding)
+
+
+def _fuse_up(fuse: nn.Conv3d, deep: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    """``fuse`` (1×1×1) of [deep up-sampled to skip's grid, skip], mixing deep before up-sampling.
+
+    A 1×1×1 convolution commutes with trilinear interpolation (whose weights sum to 1), and
+    it has fewer output channels than deep has: up-sampling after it moves less data, and the
+    full-resolution concatenation is never built.
+    """
+    w_deep, w_skip = fuse.weight.split((deep.shape[1], skip.shape[1]), dim=1)
+    up = F.interpolate(
+        F.conv3d(deep, w_deep), size=skip.shape[2:], mode="trilinear", align_corners=False
+    )
+    return F.conv3d(skip, w_skip, fuse.bias) + up
 
 
 def _norm_act(channels: int) -> nn.Sequential:
@@ -177,7 +207,17 @@ def _norm_act(channels: int) -> nn.Sequential:
     With tanh alone, the first version's convolutions drifted into saturation within a few
     hundred Adam steps and the network collapsed to predicting background everywhere.
     """
-    return nn.Sequential(nn.InstanceNorm3d(channels, affine=True), nn.LeakyReLU(0.01))
+    return nn.Sequential(
+        nn.InstanceNorm3d(channels, affine=True), nn.LeakyReLU(0.01), _ChannelsLast()
+    )
+
+
+class _ChannelsLast(nn.Module):
+    """Back to channels-last, which instance normalisation gives up: the convolution after it
+    runs faster on it (whole network 20 % faster in float32 on a 96³ patch, measured)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last_3d)
 
 
 ARCHITECTURES = {"flat": FlatMDGRUNet, "multiscale": MultiScaleMDGRUNet}

@@ -10,9 +10,9 @@ volume slice by slice, with k×k 2-D convolutions over the other two axes::
 and the layer output is the mean of the six directional outputs.
 
 Why this implementation is fast (figures: benchmarks/bench_mdgru.py): directions whose
-sweeps have the same length and slice shape (all six in a cube, the two of an axis otherwise)
+sweeps have the same length and slice shape (all six in a cube, at least the two of an axis)
 run in lock-step as one grouped convolution per step, so a step costs one call per operation
-instead of six, which also keeps a GPU from being launch-bound; the input-side convolutions
+for the whole group, which also keeps a GPU from being launch-bound; the input-side convolutions
 run batched over a chunk of slices before the recurrence reads them; the three state
 convolutions of a direction are fused into one; every tensor a step touches is channels-last,
 the layout oneDNN convolves fastest, so the gate arithmetic never re-lays out data; tanh is
@@ -132,11 +132,13 @@ def _start(
     """The per-step input pre-activations, the zero state and the grouped state weights.
 
     The state is laid out (N, A, B, direction, hidden): channels-last for the grouped
-    convolution, whose weights stack the directions' (3·hidden, hidden, k, k) kernels.
+    convolution, whose weights stack the directions' (3·hidden, hidden, k, k) kernels, also
+    channels-last (else the convolution would re-lay them out at every step).
     """
     n, _, _, a_len, b_len = x.permute(_TO_SWEEP[DIRECTIONS[group[0]][0]]).shape
     h = x.new_zeros((n, a_len, b_len, len(group), u.shape[2]))
-    return _preactivations(x, group, w, b), h, u.flatten(0, 1)
+    u = u.flatten(0, 1).contiguous(memory_format=torch.channels_last)
+    return _preactivations(x, group, w, b), h, u
 
 
 def _sweep(
@@ -166,7 +168,7 @@ def _sweep_into(
     u: torch.Tensor,
     b: torch.Tensor,
 ) -> None:
-    """Run a group of directions in lock-step, adding every step into ``out`` (N, D, H, W, H)."""
+    """Run a group of directions in lock-step, adding every step into the channels-last ``out``."""
     steps, h, u = _start(x, group, w, u, b)
     views = [out.permute(_SWEEP_VIEW[DIRECTIONS[d][0]]) for d in group]  # each (N, T, A, B, H)
     t_len = views[0].shape[1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mdgru_bids.model import mdgru
 from mdgru_bids.model.mdgru import DIRECTIONS, MDGRU, _direction_groups
 from tests.mdgru_oracle import oracle_forward
 
@@ -50,6 +51,28 @@ def test_backward_matches_oracle(shape: tuple[int, ...]) -> None:
     slow = [x.grad] + [p.grad for p in layer.parameters()]
     for a, b in zip(fast, slow, strict=True):
         assert (a - b).abs().max().item() <= 1e-5 * max(1.0, b.abs().max().item())
+
+
+@pytest.mark.parametrize("slices_per_chunk", [1, 2])
+def test_input_computed_in_chunks_matches_oracle(
+    slices_per_chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks of 1 and of 2 slices (5 = 2 + 2 + 1) give the same forward and backward."""
+    layer = _layer()
+    shape = (2, 2, 5, 5, 5)  # one group of six directions, 2·5·5·6·12·4 bytes per slice
+    monkeypatch.setattr(mdgru, "_CHUNK_BYTES", slices_per_chunk * 2 * 5 * 5 * 6 * 12 * 4)
+    x = torch.randn(shape, requires_grad=True)
+    weights = torch.randn(shape[0], 4, *shape[2:])
+    got = layer(x)
+    (got * weights).sum().backward()
+    grad = x.grad.clone()
+    x.grad = None
+    expected = oracle_forward(layer, x)
+    (expected * weights).sum().backward()
+    assert (got - expected).abs().max().item() <= 1e-5
+    assert (grad - x.grad).abs().max().item() <= 1e-5
+    with torch.no_grad():
+        assert (layer(x) - expected).abs().max().item() <= 1e-5
 
 
 def test_gradcheck_double() -> None:

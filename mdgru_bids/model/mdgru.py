@@ -126,7 +126,7 @@ def _direction_groups(shape: tuple[int, ...]) -> list[list[int]]:
     return list(groups.values())
 
 
-def _start(
+def _group_start(
     x: torch.Tensor, group: list[int], w: torch.Tensor, u: torch.Tensor, b: torch.Tensor
 ) -> tuple[Iterator[torch.Tensor], torch.Tensor, torch.Tensor]:
     """The per-step input pre-activations, the zero state and the grouped state weights.
@@ -135,8 +135,9 @@ def _start(
     convolution, whose weights stack the directions' (3·hidden, hidden, k, k) kernels, also
     channels-last (else the convolution would re-lay them out at every step).
     """
-    n, _, _, a_len, b_len = x.permute(_TO_SWEEP[DIRECTIONS[group[0]][0]]).shape
-    h = x.new_zeros((n, a_len, b_len, len(group), u.shape[2]))
+    axis = DIRECTIONS[group[0]][0]
+    a_len, b_len = (s for i, s in enumerate(x.shape[2:]) if i != axis)
+    h = x.new_zeros((x.shape[0], a_len, b_len, len(group), u.shape[2]))
     u = u.flatten(0, 1).contiguous(memory_format=torch.channels_last)
     return _preactivations(x, group, w, b), h, u
 
@@ -145,14 +146,16 @@ def _sweep(
     x: torch.Tensor, group: list[int], w: torch.Tensor, u: torch.Tensor, b: torch.Tensor
 ) -> torch.Tensor:
     """Run a group of directions in lock-step; return the sum of their outputs."""
-    steps, h, u = _start(x, group, w, u, b)
+    steps, h, u = _group_start(x, group, w, u, b)
     seq = []
     for gx_t in steps:
         h = _step(gx_t, h, u)
         seq.append(h)
     states = torch.stack(seq, dim=1)  # (N, T, A, B, G, hidden)
     total = None
-    for d, part in zip(group, states.unbind(-2), strict=True):  # unbind: one gradient buffer
+    # unbind's backward stacks the directions' gradients into one tensor (indexing each
+    # direction out would build a zero-filled gradient of all states per direction)
+    for d, part in zip(group, states.unbind(-2), strict=True):
         axis, reverse = DIRECTIONS[d]
         part = part.flip(1) if reverse else part
         part = part.permute(0, 1, 4, 2, 3).permute(_FROM_SWEEP[axis])
@@ -169,7 +172,7 @@ def _sweep_into(
     b: torch.Tensor,
 ) -> None:
     """Run a group of directions in lock-step, adding every step into the channels-last ``out``."""
-    steps, h, u = _start(x, group, w, u, b)
+    steps, h, u = _group_start(x, group, w, u, b)
     views = [out.permute(_SWEEP_VIEW[DIRECTIONS[d][0]]) for d in group]  # each (N, T, A, B, H)
     t_len = views[0].shape[1]
     for t, gx_t in enumerate(steps):

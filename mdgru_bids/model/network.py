@@ -160,8 +160,7 @@ class MultiScaleMDGRUNet(nn.Module):
         self.fuse_act = nn.ModuleList(_norm_act(c) for c in skips[::-1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # channels-last is the layout oneDNN convolves fastest (the 1×1×1 classifier 20× so),
-        # and the one the MD-GRU blocks return
+        # channels-last is the layout oneDNN convolves fastest (the 1×1×1 classifier 20× so)
         x = x.contiguous(memory_format=torch.channels_last_3d)
         y = self.stem_act(_stem_conv(self.stem, x))
         skips = []
@@ -174,25 +173,25 @@ class MultiScaleMDGRUNet(nn.Module):
 
 
 def _stem_conv(stem: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
-    """``stem`` on ``x`` with fewer than 4 input channels zero-padded to 4, same result.
+    """``stem`` on ``x``; on the CPU with fewer than 4 input channels zero-padded to 4.
 
-    oneDNN's float32 3-D convolution is about 10× slower with 2 input channels than with 4
-    (82 vs 8 ms for the default stem on a 96³ patch, measured on a 2-core AVX-512 CPU).
+    Same result, but oneDNN's float32 3-D convolution is about 10× slower with 2 input
+    channels than with 4 (82 vs 8 ms for the default stem on a 96³ patch, 2-core AVX-512 CPU).
     """
     pad = max(0, 4 - x.shape[1])
-    if not pad:
+    if not pad or x.device.type != "cpu":
         return stem(x)
     x = F.pad(x, (0, 0, 0, 0, 0, 0, 0, pad)).contiguous(memory_format=torch.channels_last_3d)
     weight = F.pad(stem.weight, (0, 0, 0, 0, 0, 0, 0, pad))
-    return F.conv3d(x, weight, stem.bias, padding=stem.padding)
+    return F.conv3d(x, weight, stem.bias, stem.stride, stem.padding, stem.dilation, stem.groups)
 
 
 def _fuse_up(fuse: nn.Conv3d, deep: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
     """``fuse`` (1×1×1) of [deep up-sampled to skip's grid, skip], mixing deep before up-sampling.
 
     A 1×1×1 convolution commutes with trilinear interpolation (whose weights sum to 1), and
-    it has fewer output channels than deep has: up-sampling after it moves less data, and the
-    full-resolution concatenation is never built.
+    in the default configuration it has fewer output channels than deep has: up-sampling
+    after it moves less data, and the full-resolution concatenation is never built.
     """
     w_deep, w_skip = fuse.weight.split((deep.shape[1], skip.shape[1]), dim=1)
     up = F.interpolate(
@@ -213,8 +212,11 @@ def _norm_act(channels: int) -> nn.Sequential:
 
 
 class _ChannelsLast(nn.Module):
-    """Back to channels-last, which instance normalisation gives up: the convolution after it
-    runs faster on it (whole network 20 % faster in float32 on a 96³ patch, measured)."""
+    """Back to channels-last, which instance normalisation gives up.
+
+    The convolution after it runs faster so (whole network 20 % faster in float32 on a 96³
+    patch, measured).
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last_3d)

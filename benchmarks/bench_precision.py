@@ -36,20 +36,29 @@ from mdgru_bids.model.training import Case, TrainConfig, train  # noqa: E402
 from mdgru_bids.phantom import make_dataset  # noqa: E402
 
 
+def isotropic_input(
+    flair_path: Path, mask_path: Path, spacing: float
+) -> tuple[tuple, np.ndarray, np.ndarray]:
+    """A FLAIR as network input and its brain mask, resampled to an isotropic grid (the grid
+    is returned too, for other images of the session)."""
+    flair = nib.load(flair_path)
+    zooms = np.array(flair.header.get_zooms()[:3])
+    shape = np.ceil(np.array(flair.shape) * zooms / spacing).astype(int)
+    target = (tuple(shape), flair.affine @ np.diag([*(spacing / zooms), 1]))
+    image = resample_from_to(flair, target, order=1).get_fdata(dtype=np.float32)
+    brain = np.asarray(resample_from_to(nib.load(mask_path), target, order=0).dataobj) > 0
+    return target, network_input([image], brain, (spacing,) * 3, highpass_mm=None), brain
+
+
 def load_case(root: Path, sub: str, ses: str, spacing: float) -> Case:
     """A phantom session's FLAIR and truth, resampled to an isotropic grid."""
     anat = root / f"sub-{sub}" / f"ses-{ses}" / "anat"
     truth = root / "derivatives" / "truth" / f"sub-{sub}" / f"ses-{ses}" / "anat"
-    flair = nib.load(anat / f"sub-{sub}_ses-{ses}_FLAIR.nii.gz")
-    shape = np.ceil(np.array(flair.shape) * flair.header.get_zooms()[:3] / spacing).astype(int)
-    affine = flair.affine @ np.diag([*(spacing / np.array(flair.header.get_zooms()[:3])), 1])
-    target = (tuple(shape), affine)
-    image = resample_from_to(flair, target, order=1).get_fdata(dtype=np.float32)
     stem = f"sub-{sub}_ses-{ses}"
-    mask = resample_from_to(nib.load(truth / f"{stem}_desc-brain_mask.nii.gz"), target, order=0)
+    target, x, brain = isotropic_input(
+        anat / f"{stem}_FLAIR.nii.gz", truth / f"{stem}_desc-brain_mask.nii.gz", spacing
+    )
     label = resample_from_to(nib.load(truth / f"{stem}_label-lesion_mask.nii.gz"), target, order=0)
-    brain = np.asarray(mask.dataobj) > 0
-    x = network_input([image], brain, (spacing,) * 3, highpass_mm=None)
     return Case(stem, x, (np.asarray(label.dataobj) > 0).astype(np.uint8), brain)
 
 
@@ -84,13 +93,7 @@ def model_figures(path: Path, images: list[tuple[Path, Path]]) -> dict:
     model = load_model(path)
     out: dict = {"model": path.name}
     for flair_path, mask_path in images:
-        flair = nib.load(flair_path)
-        zooms = np.array(flair.header.get_zooms()[:3])
-        shape = np.ceil(np.array(flair.shape) * zooms).astype(int)
-        target = (tuple(shape), flair.affine @ np.diag([*(1.0 / zooms), 1]))
-        image = resample_from_to(flair, target, order=1).get_fdata(dtype=np.float32)
-        brain = np.asarray(resample_from_to(nib.load(mask_path), target, order=0).dataobj) > 0
-        x = network_input([image], brain, (1.0, 1.0, 1.0), highpass_mm=None)
+        _, x, brain = isotropic_input(flair_path, mask_path, 1.0)
         patch, overlap = tuple(model.card["patch_size"]), tuple(model.card["overlap"])
         out[flair_path.name] = compare_precisions(model.network, x, brain, patch, overlap)
     return out

@@ -22,6 +22,7 @@ from mdgru_bids.lesions.metrics import (
     dice,
     hd95,
     lesion_detection,
+    recall_by_size,
 )
 
 MSSEG = DetectionRule()
@@ -113,6 +114,17 @@ def test_lesion_detection_as_msseg_and_by_any_overlap() -> None:
     assert found.f1 == pytest.approx(2 * 0.6 / 1.6)
     # A larger voxel lifts the speck above 3 mm³, and it becomes a false lesion for MSSEG too.
     assert lesion_detection(pred, truth, 2.0, MSSEG).predicted_lesions == 5
+
+
+def test_recall_by_size_counts_truth_lesions_per_bin() -> None:
+    shape = (40, 40, 40)
+    truth = cube(shape, (2, 2, 2), 2) | cube(shape, (10, 10, 10), 3) | cube(shape, (20, 2, 2), 5)
+    truth |= cube(shape, (2, 20, 20), 6)  # 8, 27, 125 and 216 mm³
+    pred = cube(shape, (10, 10, 10), 3) | cube(shape, (2, 20, 20), 6)
+    bins = recall_by_size(pred, truth, 1.0, MSSEG, ((0, 10), (10, 30), (30, 100), (100, 1e9)))
+    assert bins == [(0, 1), (1, 1), (0, 0), (1, 2)]
+    found = lesion_detection(pred, truth, 1.0, MSSEG)
+    assert sum(d for d, _ in bins) == found.detected and sum(n for _, n in bins) == 4
 
 
 def test_lesion_detection_edge_cases() -> None:

@@ -16,6 +16,7 @@ from mdgru_bids.lesions.metrics import dice
 from mdgru_bids.model.files import ModelFileError, load_model, make_card, read_card, save_model
 from mdgru_bids.model.inference import blend_weights, patch_starts, segment, sliding_window
 from mdgru_bids.model.network import (
+    ChannelNorm,
     NetworkConfig,
     _fuse_up,
     _stem_conv,
@@ -220,3 +221,21 @@ def test_bad_model_files_give_one_line_errors(tmp_path: Path, damage: str, messa
     with pytest.raises(ModelFileError, match=message) as err:
         load_model(path)
     assert "\n" not in str(err.value) and str(path) in str(err.value)
+
+
+def test_channel_norm_normalises_each_voxel_on_its_own() -> None:
+    norm = ChannelNorm(6)
+    x = torch.randn(1, 6, 5, 5, 5)
+    y = norm(x)
+    torch.testing.assert_close(y.mean(dim=1), torch.zeros(1, 5, 5, 5), atol=1e-5, rtol=0)
+    x2 = x.clone()
+    x2[..., 3:, :, :] = 100.0  # other voxels change: this one's output does not
+    torch.testing.assert_close(norm(x2)[..., :3, :, :], y[..., :3, :, :])
+
+
+def test_cards_without_a_norm_build_the_instance_norm_network_they_were_trained_as() -> None:
+    old = {k: v for k, v in default_config(1).to_dict().items() if k != "norm"}
+    assert NetworkConfig.from_dict(old).norm == "instance"
+    assert default_config(1).norm == "channel"
+    with pytest.raises(ValueError, match="unknown norm"):
+        NetworkConfig(norm="batch")

@@ -21,7 +21,8 @@ TINY = {"architecture": "multiscale", "hidden": [4], "outputs": [6], "kernel_siz
 def trained(
     phantom_bids: Path, templateflow_home: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> dict:
-    """Train 6 iterations, then resume to 12 in the same work folder."""
+    """Train 6 iterations, then resume to 12 in the same work folder: synthetic patches from
+    the phantom's anatomies (not the template's, to stay fast) and augmented real patches."""
     tmp = tmp_path_factory.mktemp("train")
     config = tmp / "tiny.json"
     config.write_text(json.dumps(TINY))
@@ -30,7 +31,7 @@ def trained(
         str(phantom_bids), str(phantom_bids / "derivatives" / "truth"), str(model),
         "--participant-label", "01", "--config", str(config), "--patch-size", "16",
         "--inference-patch-size", "32", "--validation-fraction", "0", "-w", str(tmp / "work"),
-        "--nprocs", "2", "--no-progress", "--random-seed", "3",
+        "--nprocs", "2", "--no-progress", "--random-seed", "3", "--no-template-anatomy",
     ]  # fmt: skip
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TEMPLATEFLOW_HOME", str(templateflow_home))
@@ -59,6 +60,67 @@ def test_model_file_has_a_card_that_records_the_training(trained: dict) -> None:
     (dataset,) = training["datasets"].values()
     assert dataset["cases"] == ["bids_sub-01_ses_01", "bids_sub-01_ses_02"]
     assert json.loads(trained["model"].with_suffix(".json").read_text()) == card
+
+
+def test_card_records_the_synthetic_data(trained: dict) -> None:
+    synthetic = read_card(trained["model"])["training"]["synthetic"]
+    assert synthetic["share"] == 0.6 and synthetic["template_anatomy"] is None
+    assert synthetic["anatomies_from_cases"] == ["bids_sub-01_ses_01", "bids_sub-01_ses_02"]
+
+
+@pytest.fixture(scope="module")
+def synthetic_only(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A FLAIR model trained on synthetic patches from the template alone (no BIDS input)."""
+    tmp = tmp_path_factory.mktemp("synthetic")
+    config = tmp / "tiny.json"
+    config.write_text(json.dumps(TINY))
+    model = tmp / "synthetic.safetensors"
+    assert main([
+        str(model), "--inputs", "FLAIR", "--config", str(config), "--patch-size", "16",
+        "--inference-patch-size", "32", "--iterations", "3", "-w", str(tmp / "work"),
+        "--nprocs", "1", "--no-progress",
+    ]) == 0  # fmt: skip
+    return model
+
+
+def test_a_model_trains_on_synthetic_data_alone(synthetic_only: Path) -> None:
+    training = read_card(synthetic_only)["training"]
+    assert training["datasets"] == {} and training["iterations"] == 3
+    assert "Louis Collins" in training["synthetic"]["template_anatomy"]["license"]
+    assert training["total_training_seconds"] == training["training_seconds"] > 0
+
+
+def test_fine_tuning_starts_from_a_model_and_adds_up_its_compute(
+    synthetic_only: Path, phantom_bids: Path, templateflow_home: Path, tmp_path: Path
+) -> None:
+    model = tmp_path / "tuned.safetensors"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TEMPLATEFLOW_HOME", str(templateflow_home))
+        assert main([
+            str(phantom_bids), str(phantom_bids / "derivatives" / "truth"), str(model),
+            "--init-model", str(synthetic_only), "--inputs", "FLAIR", "--participant-label", "02",
+            "--synth", "0", "--patch-size", "16", "--inference-patch-size", "32",
+            "--iterations", "2", "--validation-fraction", "0", "-w", str(tmp_path / "work"),
+            "--nprocs", "2", "--no-progress",
+        ]) == 0  # fmt: skip
+    base, card = read_card(synthetic_only), read_card(model)
+    assert card["network"] == base["network"]
+    init = card["training"]["init_model"]
+    assert init["total_training_seconds"] == base["training"]["total_training_seconds"]
+    total = card["training"]["training_seconds"] + init["total_training_seconds"]
+    assert card["training"]["total_training_seconds"] == pytest.approx(total, abs=0.11)
+    assert card["training"]["synthetic"] is None
+
+
+def test_init_model_with_other_inputs_exits_64(
+    capsys, synthetic_only: Path, phantom_bids: Path, tmp_path: Path
+) -> None:
+    truth = phantom_bids / "derivatives" / "truth"
+    code, err = _run(
+        capsys, phantom_bids, truth, tmp_path / "m.safetensors", "--init-model", synthetic_only
+    )
+    assert code == 64
+    assert "--init-model takes ['FLAIR']" in err
 
 
 def test_resume_continues_the_log_and_reuses_the_preprocessing(trained: dict) -> None:

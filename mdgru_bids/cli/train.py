@@ -1,8 +1,11 @@
-"""``mdgru-bids-train BIDS_DIR LABELS_DIR MODEL_OUT``: train an MD-GRU model on manual masks.
+"""``mdgru-bids-train [BIDS_DIR LABELS_DIR] MODEL_OUT``: train an MD-GRU model on manual masks.
 
 The images go through the participant workflow's own preprocessing (N4, brain mask, T1w onto
 FLAIR, resampling into a 1 mm subject space), run as a Nipype workflow in the work folder, so
 training and inference see identically prepared images and a second run reuses the cache.
+By default most patches are synthetic (mdgru_bids.synth): drawn from the template's and the
+labelled cases' anatomies with random lesions and contrasts; without BIDS_DIR a model is
+trained on synthetic data alone.
 """
 
 from __future__ import annotations
@@ -40,9 +43,10 @@ if TYPE_CHECKING:
     import torch
 
     from mdgru_bids.collect import Session
+    from mdgru_bids.model.files import Model
     from mdgru_bids.model.network import NetworkConfig
-    from mdgru_bids.model.training import Case, History, TrainConfig
-    from mdgru_bids.templates import Template
+    from mdgru_bids.model.training import BatchSource, Case, History, TrainConfig
+    from mdgru_bids.synth.anatomy import LabelAnatomy
 
 log = logging.getLogger("mdgru_bids")
 
@@ -66,12 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mdgru-bids-train",
         description="Train an MD-GRU lesion segmentation model on BIDS data with manual masks.",
     )
-    parser.add_argument("bids_dir", type=Path, help="BIDS dataset with FLAIR (and T1w) images")
+    parser.add_argument(
+        "bids_dir", type=Path, nargs="?", help="BIDS dataset with FLAIR (and T1w) images"
+    )
     parser.add_argument(
         "labels_dir",
         type=Path,
+        nargs="?",
         help="BIDS derivative with sub-X/[ses-Y/]anat/*_label-lesion_mask.nii.gz on each "
-        "session's FLAIR grid",
+        "session's FLAIR grid (without BIDS_DIR and LABELS_DIR: synthetic data only)",
     )
     parser.add_argument("model_out", type=Path, help="model file to write (.safetensors)")
     parser.add_argument(
@@ -100,8 +107,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--highpass-mm", type=float, help="add high-pass channels f - G(f, MM) (original MD-GRU)"
     )
+    parser.add_argument(
+        "--init-model",
+        metavar="flair|flair-t1w|PATH",
+        help="start from this model's weights and network (fine-tuning) instead of afresh",
+    )
+    parser.add_argument(
+        "--synth",
+        type=float,
+        default=0.6,
+        metavar="F",
+        help="share of patches generated from label maps (default: 0.6); the rest are real "
+        "patches with heavy augmentation and pasted real lesions; 0: real patches with light "
+        "augmentation only",
+    )
+    parser.add_argument(
+        "--no-template-anatomy",
+        action="store_true",
+        help="generate synthetic patches from the labelled cases' anatomies only",
+    )
+    parser.add_argument("--workers", type=int, help="processes making batches (default: 1)")
     parser.add_argument("--iterations", type=int, default=2000)
-    parser.add_argument("--patch-size", type=int, default=48, help="training patch side (voxels)")
+    parser.add_argument(
+        "--patch-size",
+        type=int,
+        nargs="+",
+        default=[48, 64, 80],
+        help="training patch sides (voxels); each batch takes one of them (default: 48 64 80)",
+    )
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument(
@@ -117,10 +150,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--inference-patch-size",
         type=int,
-        default=96,
-        help="patch side the model card asks inference to use (default: 96)",
+        default=64,
+        help="patch side the model card asks inference to use (default: 64)",
     )
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    parser.add_argument(
+        "--until",
+        type=int,
+        metavar="N",
+        help="stop this call at iteration N and write the model so far (a piece of a longer "
+        "run: --resume continues it, --init-model starts from it)",
+    )
     parser.add_argument("-w", "--work-dir", type=Path, default=Path("work"))
     parser.add_argument("--nprocs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--omp-nthreads", type=int)
@@ -147,46 +187,40 @@ def _main(argv: Sequence[str] | None) -> int:
     configure_logging(args.verbose)
     import torch
 
-    from mdgru_bids.cli.run import validate_bids
     from mdgru_bids.model.inference import resolve_device
-    from mdgru_bids.model.network import build_network
     from mdgru_bids.model.training import CheckpointError, TrainConfig, train
-    from mdgru_bids.templates import resolve_template
 
-    datasets = [(args.bids_dir, args.labels_dir)] + [tuple(map(Path, d)) for d in args.add_dataset]
-    datasets = [(b.resolve(), lab.resolve()) for b, lab in datasets]
+    datasets = input_datasets(args)
     model_out = check_paths(args, datasets)
-    config = network_config(args)
+    init = init_model(args.init_model) if args.init_model else None
+    config = network_config(args, init)
     try:
         device = resolve_device(args.device)
     except (ValueError, RuntimeError) as err:
         raise UsageError(f"--device {args.device}: {err}") from None
-    sessions = []
-    for i, (bids_dir, labels_dir) in enumerate(datasets):
-        if not args.skip_bids_validation:
-            validate_bids(bids_dir)
-        labels = args.participant_label if i == 0 else None
-        sessions += labelled_sessions(bids_dir, labels_dir, labels, args.inputs)
-    template = resolve_template(args.template)
+    sessions = find_sessions(args, datasets)
     threads = args.omp_nthreads or args.nprocs
     torch.set_num_threads(threads)
 
     start = time.perf_counter()
-    cases = prepare_cases(sessions, args, template, threads)
+    files = prepare_cases(sessions, args, threads) if sessions else {}
+    train_s, val_s = split(sessions, args.validation_fraction, args.random_seed)
+    val_cases = [load_case(item, files[item.name], args) for item in val_s]
+    source = batch_source(args, train_s, files)
     prep_seconds = time.perf_counter() - start
-    train_cases, val_cases = split(cases, sessions, args.validation_fraction, args.random_seed)
-    log.info("%d training and %d validation cases", len(train_cases), len(val_cases))
+    log.info("%d labelled training and %d validation cases", len(train_s), len(val_s))
 
     cfg = TrainConfig(
         iterations=args.iterations,
         batch_size=args.batch_size,
-        patch_size=(args.patch_size,) * 3,
+        patch_size=(max(args.patch_size),) * 3,
         lesion_fraction=args.lesion_fraction,
         learning_rate=args.learning_rate,
         seed=args.random_seed,
         precision=args.precision,
         validate_every=args.validate_every,
         validation_patch_size=(args.inference_patch_size,) * 3,
+        workers=args.workers if args.workers is not None else int(args.synth > 0),
     )
     checkpoint = args.work_dir.resolve() / "train" / f"{model_out.stem}_checkpoint.safetensors"
     if checkpoint.exists() and not args.resume:
@@ -194,28 +228,113 @@ def _main(argv: Sequence[str] | None) -> int:
             "starting afresh: removing the checkpoint %s (use --resume to continue)", checkpoint
         )
         checkpoint.unlink()
-    network = build_network(config)
-    torch.manual_seed(args.random_seed)
+    network = init.network.train() if init else build_network_seeded(config, args.random_seed)
     start = time.perf_counter()
     try:
         history = train(
             network,
-            train_cases,
+            source,
             cfg,
             checkpoint=checkpoint,
             validation=val_cases,
             device=device,
             progress=not args.no_progress,
+            until=args.until,
         )
     except CheckpointError as err:
         raise UsageError(str(err)) from None
     train_seconds = time.perf_counter() - start
     card = model_card(
-        args, argv, config, sessions, val_cases, history, cfg, device, prep_seconds, train_seconds
-    )
+        args, argv, config, sessions, val_s, history, cfg, device, prep_seconds, train_seconds,
+        init,
+    )  # fmt: skip
     write_outputs(model_out, network, card, history)
     log.info("model written to %s", model_out)
     return 0
+
+
+def input_datasets(args: argparse.Namespace) -> list[tuple[Path, Path]]:
+    """(BIDS_DIR, LABELS_DIR) pairs, resolved; none for synthetic-only training."""
+    if (args.bids_dir is None) != (args.labels_dir is None):
+        raise UsageError("give both BIDS_DIR and LABELS_DIR, or neither (synthetic data only)")
+    if args.bids_dir is None:
+        if args.add_dataset:
+            raise UsageError("--add-dataset needs BIDS_DIR and LABELS_DIR first")
+        if args.synth <= 0 or args.no_template_anatomy:
+            raise UsageError(
+                "without BIDS_DIR and LABELS_DIR only synthetic data from the template are "
+                "left: drop --no-template-anatomy and use --synth > 0"
+            )
+        return []
+    datasets = [(args.bids_dir, args.labels_dir)] + [tuple(map(Path, d)) for d in args.add_dataset]
+    return [(b.resolve(), lab.resolve()) for b, lab in datasets]
+
+
+def find_sessions(
+    args: argparse.Namespace, datasets: list[tuple[Path, Path]]
+) -> list[LabelledSession]:
+    from mdgru_bids.cli.run import validate_bids
+
+    sessions = []
+    for i, (bids_dir, labels_dir) in enumerate(datasets):
+        if not args.skip_bids_validation:
+            validate_bids(bids_dir)
+        labels = args.participant_label if i == 0 else None
+        sessions += labelled_sessions(bids_dir, labels_dir, labels, args.inputs)
+    return sessions
+
+
+def init_model(spec: str) -> Model:
+    """The model to fine-tune: bundled by name or a file; one-line errors as for --model."""
+    from mdgru_bids.cli.run import choose_model
+    from mdgru_bids.model.files import load_model
+
+    try:
+        path, _ = choose_model(spec)
+    except (MissingInputError, BadDataError) as err:
+        raise type(err)(f"--init-model: {err}") from None
+    return load_model(path)
+
+
+def build_network_seeded(config: NetworkConfig, seed: int) -> torch.nn.Module:
+    import torch
+
+    from mdgru_bids.model.network import build_network
+
+    torch.manual_seed(seed)
+    return build_network(config)
+
+
+def batch_source(
+    args: argparse.Namespace, sessions: list[LabelledSession], files: dict[str, dict]
+) -> BatchSource:
+    """Synthetic + augmented real patches (mdgru_bids.synth), or real ones lightly augmented."""
+    from mdgru_bids.model.training import CaseBatches, TrainConfig
+
+    if args.synth <= 0:
+        cases = [load_case(item, files[item.name], args) for item in sessions]
+        if not cases:
+            raise NothingSelectedError("no labelled session is left for training")
+        cfg = TrainConfig(
+            batch_size=args.batch_size,
+            patch_size=(max(args.patch_size),) * 3,
+            lesion_fraction=args.lesion_fraction,
+            seed=args.random_seed,
+        )
+        return CaseBatches(cases, cfg)
+    from mdgru_bids.synth.anatomy import template_anatomy
+    from mdgru_bids.synth.sampler import PatchSampler, SynthBatches, SynthConfig
+
+    anatomies = [] if args.no_template_anatomy else [template_anatomy()]
+    anatomies += [load_label_anatomy(item, files[item.name], args) for item in sessions]
+    cfg = SynthConfig(
+        modalities=tuple(args.inputs),
+        synth_p=args.synth,
+        lesion_centre_p=args.lesion_fraction,
+    )
+    return SynthBatches(
+        PatchSampler(anatomies, cfg), args.batch_size, tuple(args.patch_size), args.random_seed
+    )
 
 
 def check_paths(args: argparse.Namespace, datasets: list[tuple[Path, Path]]) -> Path:
@@ -236,18 +355,29 @@ def check_paths(args: argparse.Namespace, datasets: list[tuple[Path, Path]]) -> 
             raise UsageError(f"{name} must be at least 1")
     if not 0 <= args.validation_fraction < 1:
         raise UsageError("--validation-fraction must be in [0, 1)")
+    if not 0 <= args.synth <= 1:
+        raise UsageError("--synth must be in [0, 1]")
     model_out.parent.mkdir(parents=True, exist_ok=True)
     return model_out
 
 
-def network_config(args: argparse.Namespace) -> NetworkConfig:
-    """The network configuration by name or from a JSON file, with the right input channels."""
+def network_config(args: argparse.Namespace, init: Model | None = None) -> NetworkConfig:
+    """The network configuration by name or from a JSON file, with the right input channels;
+    a fine-tuned model keeps its own, and must take the inputs asked for."""
     from dataclasses import replace
 
     from mdgru_bids.model.network import CONFIGS, NetworkConfig
 
     channels = len(args.inputs) * (2 if args.highpass_mm else 1)
-    if args.config in CONFIGS:
+    if init is not None:
+        config = init.config
+        normalisation = init.card["normalisation"].get("highpass_mm")
+        if init.inputs != list(args.inputs) or normalisation != args.highpass_mm:
+            raise UsageError(
+                f"--init-model takes {init.inputs} (high-pass {normalisation}), not "
+                f"{list(args.inputs)} (high-pass {args.highpass_mm}): match --inputs"
+            )
+    elif args.config in CONFIGS:
         config = CONFIGS[args.config](in_channels=channels)
     else:
         path = Path(args.config)
@@ -259,8 +389,11 @@ def network_config(args: argparse.Namespace) -> NetworkConfig:
                 f"JSON file ({err})"
             ) from None
         config = replace(config, in_channels=channels)
-    if args.patch_size % config.divisor:
-        raise UsageError(f"--patch-size must be a multiple of {config.divisor} for this network")
+    for side in (*args.patch_size, args.inference_patch_size):
+        if side % config.divisor:
+            raise UsageError(
+                f"patch sides must be multiples of {config.divisor} for this network, not {side}"
+            )
     return config
 
 
@@ -320,15 +453,17 @@ def check_same_grid(label: Path, flair: Path) -> None:
 
 
 def prepare_cases(
-    sessions: list[LabelledSession], args: argparse.Namespace, template: Template, threads: int
-) -> list[Case]:
-    """Run the preprocessing workflow (cached in the work folder) and load the cases."""
+    sessions: list[LabelledSession], args: argparse.Namespace, threads: int
+) -> dict[str, dict[str, str]]:
+    """Run the preprocessing workflow (cached in the work folder): each case's image files."""
     from nipype import config as nipype_config
     from nipype.pipeline import engine as pe
 
     from mdgru_bids.cli.run import plugin_settings
+    from mdgru_bids.templates import resolve_template
     from mdgru_bids.workflows.training import case_files, init_training_case_wf
 
+    template = resolve_template(args.template)
     work_dir = args.work_dir.resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
     nipype_config.update_config({
@@ -358,40 +493,62 @@ def prepare_cases(
             f"are in {work_dir / 'logs'}"
         ) from None
     results = case_files(graph)
-    return [load_case(item, results[_node_name(item.name)], args) for item in sessions]
+    return {item.name: results[_node_name(item.name)] for item in sessions}
 
 
 def _node_name(name: str) -> str:
     return "case_" + "".join(c if c.isalnum() else "_" for c in name)
 
 
-def load_case(item: LabelledSession, files: dict, args: argparse.Namespace) -> Case:
-    """A training case from the subject-space images: normalised as at inference."""
+def _load_images(
+    files: dict, args: argparse.Namespace
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """Subject-space images in --inputs order, brain mask, lesion label, and the affine."""
     import nibabel as nib
-
-    from mdgru_bids.model.normalise import network_input
-    from mdgru_bids.model.training import Case
 
     flair = nib.load(files["flair"])
     mask = np.asarray(nib.load(files["mask"]).dataobj) > 0
     images = [flair.get_fdata(dtype=np.float32)]
     if "T1w" in args.inputs:
         images.append(nib.load(files["t1w"]).get_fdata(dtype=np.float32))
-    label = nib.load(files["label"]).get_fdata(dtype=np.float32) > 0.5
-    zooms = tuple(float(z) for z in flair.header.get_zooms()[:3])
+    label = (nib.load(files["label"]).get_fdata(dtype=np.float32) > 0.5) & mask
+    return images, mask, label, flair.affine
+
+
+def load_case(item: LabelledSession, files: dict, args: argparse.Namespace) -> Case:
+    """A training case from the subject-space images: normalised as at inference."""
+    from mdgru_bids.model.normalise import network_input
+    from mdgru_bids.model.training import Case
+
+    images, mask, label, affine = _load_images(files, args)
+    zooms = tuple(float(z) for z in np.linalg.norm(affine[:3, :3], axis=0))
     x = network_input(images, mask, zooms, args.highpass_mm)
-    return Case(item.name, x, (label & mask).astype(np.uint8), mask, group=item.dataset)
+    return Case(item.name, x, label.astype(np.uint8), mask, group=item.dataset)
+
+
+def load_label_anatomy(
+    item: LabelledSession, files: dict, args: argparse.Namespace
+) -> LabelAnatomy:
+    """A labelled case as a label map (Atropos tissue classes + its lesions) and its image."""
+    from mdgru_bids.model.normalise import network_input
+    from mdgru_bids.synth.anatomy import real_anatomy, tissue_labels
+
+    images, mask, label, _ = _load_images(files, args)
+    if args.highpass_mm:
+        raise UsageError("--highpass-mm works with --synth 0 only")
+    labels = tissue_labels(images, mask, label)
+    return real_anatomy(item.name, network_input(images, mask, (1.0,) * 3, None), labels, mask)
 
 
 def split(
-    cases: list[Case], sessions: list[LabelledSession], fraction: float, seed: int
-) -> tuple[list[Case], list[Case]]:
+    sessions: list[LabelledSession], fraction: float, seed: int
+) -> tuple[list[LabelledSession], list[LabelledSession]]:
     """Hold out whole participants (all their sessions) for validation."""
     people = sorted({(s.dataset, s.participant) for s in sessions})
     n_val = math.ceil(fraction * len(people)) if fraction > 0 and len(people) > 1 else 0
     held = {people[i] for i in np.random.default_rng(seed).permutation(len(people))[:n_val]}
-    val = [c for c, s in zip(cases, sessions, strict=True) if (s.dataset, s.participant) in held]
-    return [c for c in cases if c not in val], val
+    val = [s for s in sessions if (s.dataset, s.participant) in held]
+    return [s for s in sessions if s not in val], val
 
 
 def model_card(
@@ -399,17 +556,23 @@ def model_card(
     argv: Sequence[str] | None,
     config: NetworkConfig,
     sessions: list[LabelledSession],
-    val_cases: list[Case],
+    val_sessions: list[LabelledSession],
     history: History,
     cfg: TrainConfig,
     device: torch.device,
     prep_s: float,
     train_s: float,
+    init: Model | None,
 ) -> dict:
-    """Card: inputs, normalisation, inference settings, and how the model was trained."""
+    """Card: inputs, normalisation, inference settings, and how the model was trained.
+
+    ``total_training_seconds`` adds the training time of the model this one started from,
+    so a fine-tuned model's card says what all of it cost.
+    """
     import torch
 
     from mdgru_bids.model.files import make_card
+    from mdgru_bids.phantom.bids import REFERENCES, TEMPLATE_NOTICE
 
     side = args.inference_patch_size
     datasets = {}
@@ -428,8 +591,9 @@ def model_card(
             "datasets": {
                 name: _dataset_facts(args, name, cases) for name, cases in datasets.items()
             },
-            "validation_cases": [c.name for c in val_cases],
-            "iterations": cfg.iterations,
+            "validation_cases": [s.name for s in val_sessions],
+            "iterations": history.iteration,
+            "planned_iterations": cfg.iterations,
             "batch_size": cfg.batch_size,
             "patch_size": list(cfg.patch_size),
             "learning_rate": cfg.learning_rate,
@@ -440,10 +604,36 @@ def model_card(
             "torch": torch.__version__,
             "preprocessing_seconds": round(prep_s, 1),
             "training_seconds": round(train_s, 1),
+            "total_training_seconds": round(train_s + _total_seconds(init), 1),
             "final_loss": float(np.mean(history.loss[-50:])) if history.loss else None,
+            "synthetic": None
+            if args.synth <= 0
+            else {
+                "share": args.synth,
+                "patch_sides": list(args.patch_size),
+                "template_anatomy": None
+                if args.no_template_anatomy
+                else {"license": TEMPLATE_NOTICE, "references": REFERENCES},
+                "anatomies_from_cases": [s.name for s in sessions if s not in val_sessions],
+                "generator": "mdgru_bids.synth (default SynthConfig)",
+            },
+            "init_model": None
+            if init is None
+            else {
+                "command": init.card.get("training", {}).get("command"),
+                "mdgru_bids_version": init.card.get("mdgru_bids_version"),
+                "total_training_seconds": _total_seconds(init),
+            },
         },
         accuracy={"validation_dice": last["mean_dice"] if last else None},
     )
+
+
+def _total_seconds(model: Model | None) -> float:
+    if model is None:
+        return 0.0
+    training = model.card.get("training", {})
+    return float(training.get("total_training_seconds", training.get("training_seconds", 0.0)))
 
 
 def _dataset_facts(args: argparse.Namespace, name: str, cases: list[str]) -> dict:

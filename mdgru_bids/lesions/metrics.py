@@ -121,17 +121,25 @@ def lesion_detection(
     prediction: np.ndarray, truth: np.ndarray, voxel_mm3: float, rule: DetectionRule
 ) -> Detection:
     """Lesion-wise detection of ``truth``'s lesions by ``prediction``'s, and vice versa."""
+    overlap = _overlap(prediction, truth, voxel_mm3, rule)
+    return Detection(
+        truth_lesions=len(overlap) - 1,
+        predicted_lesions=overlap.shape[1] - 1,
+        detected=int(_detected(overlap, rule).sum()),
+        correct=int(_detected(overlap.T, rule).sum()),
+    )
+
+
+def _overlap(
+    prediction: np.ndarray, truth: np.ndarray, voxel_mm3: float, rule: DetectionRule
+) -> np.ndarray:
+    """Voxels shared by truth lesion i and predicted lesion j (row and column 0: background),
+    lesions of ``rule.min_volume_mm3`` or less left out."""
     min_voxels = int(np.floor(rule.min_volume_mm3 / voxel_mm3)) + 1  # strictly above the minimum
     t_labels, n_t = label_lesions(truth, min_voxels)
     p_labels, n_p = label_lesions(prediction, min_voxels)
     pairs = t_labels.ravel().astype(np.int64) * (n_p + 1) + p_labels.ravel()
-    overlap = np.bincount(pairs, minlength=(n_t + 1) * (n_p + 1)).reshape(n_t + 1, n_p + 1)
-    return Detection(
-        truth_lesions=n_t,
-        predicted_lesions=n_p,
-        detected=int(_detected(overlap, rule).sum()),
-        correct=int(_detected(overlap.T, rule).sum()),
-    )
+    return np.bincount(pairs, minlength=(n_t + 1) * (n_p + 1)).reshape(n_t + 1, n_p + 1)
 
 
 def _detected(overlap: np.ndarray, rule: DetectionRule) -> np.ndarray:
@@ -157,3 +165,23 @@ def _detected(overlap: np.ndarray, rule: DetectionRule) -> np.ndarray:
             if share >= rule.gamma:
                 break
     return found
+
+
+#: Truth lesion sizes (mm³) that detection is broken down by: small lesions are where
+#: models and thresholds differ most.
+SIZE_BINS_MM3 = ((10.0, 30.0), (30.0, 100.0), (100.0, float("inf")))
+
+
+def recall_by_size(
+    prediction: np.ndarray,
+    truth: np.ndarray,
+    voxel_mm3: float,
+    rule: DetectionRule,
+    bins: tuple[tuple[float, float], ...] = SIZE_BINS_MM3,
+) -> list[tuple[int, int]]:
+    """(detected, total) truth lesions of each size bin [lo, hi) mm³, by ``rule``."""
+    overlap = _overlap(prediction, truth, voxel_mm3, rule)
+    found = _detected(overlap, rule)
+    sizes = overlap[1:].sum(axis=1) * voxel_mm3
+    in_bins = [(sizes >= lo) & (sizes < hi) for lo, hi in bins]
+    return [(int(found[b].sum()), int(b.sum())) for b in in_bins]

@@ -34,6 +34,9 @@ class NetworkConfig:
     kernel_size: tuple[int, ...] = (5, 5)
     stem: int = 8
     dropconnect: float = 0.5
+    # "channel" normalises each voxel over its channels, so a voxel's output does not depend
+    # on what else is in the patch; "instance" (over the patch) is what the first models used
+    norm: str = "instance"
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -41,6 +44,8 @@ class NetworkConfig:
             raise ValueError(
                 f"unknown architecture {self.architecture!r}; choose one of {sorted(ARCHITECTURES)}"
             )
+        if self.norm not in NORMS:
+            raise ValueError(f"unknown norm {self.norm!r}; choose one of {sorted(NORMS)}")
         if not len(self.hidden) == len(self.outputs) == len(self.kernel_size):
             raise ValueError("hidden, outputs and kernel_size need one entry per block")
 
@@ -75,8 +80,12 @@ def reference_config(in_channels: int = 2, n_classes: int = 2) -> NetworkConfig:
 
 
 def default_config(in_channels: int = 2, n_classes: int = 2) -> NetworkConfig:
-    """Our CPU-friendly default: MD-GRU at 1/2 and 1/4 resolution in an encoder–decoder."""
-    return NetworkConfig(in_channels=in_channels, n_classes=n_classes)
+    """Our CPU-friendly default: MD-GRU at 1/2 and 1/4 resolution in an encoder–decoder.
+
+    Channel normalisation: with instance normalisation the same image gave 4.6 to 10.2 mL of
+    lesions depending on crop, padding and patch size (patch statistics change with them).
+    """
+    return NetworkConfig(in_channels=in_channels, n_classes=n_classes, norm="channel")
 
 
 CONFIGS = {"default": default_config, "reference": reference_config}
@@ -152,12 +161,12 @@ class MultiScaleMDGRUNet(nn.Module):
         )
         self.head = nn.Sequential(
             nn.Conv3d(cfg.stem, cfg.stem, 3, padding=1),
-            _norm_act(cfg.stem),
+            _norm_act(cfg.stem, cfg.norm),
             nn.Conv3d(cfg.stem, cfg.n_classes, 1),
         )
-        self.stem_act = _norm_act(cfg.stem)
-        self.down_act = nn.ModuleList(_norm_act(out) for out in cfg.outputs)
-        self.fuse_act = nn.ModuleList(_norm_act(c) for c in skips[::-1])
+        self.stem_act = _norm_act(cfg.stem, cfg.norm)
+        self.down_act = nn.ModuleList(_norm_act(out, cfg.norm) for out in cfg.outputs)
+        self.fuse_act = nn.ModuleList(_norm_act(c, cfg.norm) for c in skips[::-1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # channels-last is the layout oneDNN convolves fastest (the 1×1×1 classifier 20× so)
@@ -200,15 +209,37 @@ def _fuse_up(fuse: nn.Conv3d, deep: torch.Tensor, skip: torch.Tensor) -> torch.T
     return F.conv3d(skip, w_skip, fuse.bias) + up
 
 
-def _norm_act(channels: int) -> nn.Sequential:
-    """Instance normalisation and leaky ReLU after the convolutions (as in nnU-Net).
+def _norm_act(channels: int, norm: str) -> nn.Sequential:
+    """Normalisation and leaky ReLU after the convolutions (as in nnU-Net).
 
     With tanh alone, the first version's convolutions drifted into saturation within a few
     hundred Adam steps and the network collapsed to predicting background everywhere.
     """
-    return nn.Sequential(
-        nn.InstanceNorm3d(channels, affine=True), nn.LeakyReLU(0.01), _ChannelsLast()
-    )
+    return nn.Sequential(NORMS[norm](channels), nn.LeakyReLU(0.01), _ChannelsLast())
+
+
+class ChannelNorm(nn.Module):
+    """Layer normalisation over the channels of each voxel, with a learnt scale and shift."""
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=1, keepdim=True)
+        var = (x - mean).pow(2).mean(dim=1, keepdim=True)
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight.view(shape) + self.bias.view(
+            shape
+        )
+
+
+NORMS = {
+    "instance": lambda channels: nn.InstanceNorm3d(channels, affine=True),
+    "channel": ChannelNorm,
+}
 
 
 class _ChannelsLast(nn.Module):

@@ -1,17 +1,17 @@
 """Training loop: lesion-centred patch sampling, augmentation, Dice + cross-entropy, resumable.
 
-Randomness comes from one numpy Generator (sampling, augmentation) and torch's global
-generator (DropConnect); both are seeded and saved in every checkpoint, so a resumed run
-continues exactly where an uninterrupted one would be.
+Batch ``i`` is drawn with a numpy Generator seeded by ``(seed, i)`` alone, so batches can be
+made ahead in a worker process and a resumed run draws exactly the batches an uninterrupted
+one would; torch's global generator (DropConnect) is seeded and saved in every checkpoint.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from tqdm import tqdm
 from mdgru_bids.lesions.metrics import dice
 from mdgru_bids.model.files import write_safetensors
 from mdgru_bids.model.inference import autocast_dtype, sliding_window
+from mdgru_bids.synth.deform import DeformConfig, crop, margin_side, random_grid, resample
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class TrainConfig:
     scale: float = 0.1
     intensity: float = 0.1
     noise: float = 0.05
+    workers: int = 0  # processes that make batches ahead of the training step (0: inline)
 
 
 @dataclass
@@ -80,22 +82,11 @@ class History:
     validation: list[dict] = field(default_factory=list)
 
 
-def _crop(array: np.ndarray, centre: np.ndarray, size: int) -> np.ndarray:
-    """A cube of side ``size`` around ``centre`` of the last three axes, zero-padded at edges."""
-    spatial = array.shape[-3:]
-    lo = centre - size // 2
-    src = tuple(slice(max(0, a), min(n, a + size)) for a, n in zip(lo, spatial, strict=True))
-    pad = [(0, 0)] * (array.ndim - 3) + [
-        (s.start - a, a + size - s.stop) for s, a in zip(src, lo, strict=True)
-    ]
-    return np.pad(array[(..., *src)], pad)
-
-
 def sample_batch(
     cases: list[Case], cfg: TrainConfig, rng: np.random.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Patches with a margin for rotation: ``cfg.lesion_fraction`` of them centred on lesions."""
-    side = _margin_side(cfg)
+    side = margin_side(max(cfg.patch_size), _deform(cfg))
     groups: dict[str, list[Case]] = {}
     for c in cases:
         groups.setdefault(c.group, []).append(c)
@@ -110,13 +101,64 @@ def sample_batch(
             else case._brain
         )
         centre = np.array(np.unravel_index(pool[rng.integers(pool.size)], case.label.shape))
-        xs.append(_crop(case.image, centre, side))
-        ys.append(_crop(case.label, centre, side))
+        xs.append(crop(case.image, centre, side))
+        ys.append(crop(case.label, centre, side))
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys).astype(np.float32))
 
 
-def _margin_side(cfg: TrainConfig) -> int:
-    return math.ceil(max(cfg.patch_size) * (1 + cfg.scale) * math.sqrt(2))
+class BatchSource(Protocol):
+    """Anything that makes training batch ``index``: (N, C, X, Y, Z) inputs, (N, X, Y, Z) labels."""
+
+    def batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def batch_rng(seed: int, index: int) -> np.random.Generator:
+    """The random draws of batch ``index``: the same in any process and after any resume."""
+    return np.random.default_rng([seed, index])
+
+
+@dataclass
+class CaseBatches:
+    """Patches of prepared cases with the light augmentation of ``augment``."""
+
+    cases: list[Case]
+    cfg: TrainConfig
+
+    def batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = batch_rng(self.cfg.seed, index)
+        return augment(*sample_batch(self.cases, self.cfg, rng), self.cfg, rng)
+
+
+class _Batches(torch.utils.data.Dataset):
+    def __init__(self, source: BatchSource, length: int) -> None:
+        self.source, self.length = source, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.source.batch(index)
+
+
+def _one_thread(_: int) -> None:
+    torch.set_num_threads(1)  # the training step has the cores; a worker takes one at most
+
+
+def _batches(source: BatchSource, start: int, stop: int, workers: int):
+    """Batches ``start``..``stop - 1`` in order, made ahead by ``workers`` processes."""
+    return torch.utils.data.DataLoader(
+        _Batches(source, stop),
+        batch_size=None,
+        sampler=range(start, stop),
+        num_workers=workers,
+        worker_init_fn=_one_thread if workers else None,
+        prefetch_factor=2 if workers else None,
+        generator=torch.Generator(),  # not torch's global one, which DropConnect draws from
+    )
+
+
+def _deform(cfg: TrainConfig) -> DeformConfig:
+    return DeformConfig(rotate_deg=cfg.rotate_deg, scale=cfg.scale, elastic_vox=0.0)
 
 
 def augment(
@@ -124,34 +166,16 @@ def augment(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random rotation, scaling and flips (one resampling), then contrast, brightness, noise."""
     n, c = x.shape[:2]
-    side = x.shape[-1]
-    thetas = []
-    for _ in range(n):
-        angles = np.deg2rad(rng.uniform(-cfg.rotate_deg, cfg.rotate_deg, 3))
-        a = _rotation(angles) * rng.uniform(1 - cfg.scale, 1 + cfg.scale)
-        a = a @ np.diag(rng.choice([-1.0, 1.0], 3))
-        scale = np.array(cfg.patch_size[::-1], dtype=float) / side  # grid axes are (z, y, x)
-        thetas.append(np.hstack([a * scale[None, :], np.zeros((3, 1))]))
-    theta = torch.tensor(np.stack(thetas), dtype=x.dtype, device=x.device)
-    size = (n, c, *cfg.patch_size)
-    grid = F.affine_grid(theta, size, align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    y = F.grid_sample(y[:, None], grid, mode="nearest", align_corners=False)[:, 0]
+    patch = max(cfg.patch_size)
+    grids = [random_grid(patch, x.shape[-1], _deform(cfg), rng) for _ in range(n)]
+    x = torch.stack([resample(xi, g, "bilinear") for xi, g in zip(x, grids, strict=True)])
+    y = torch.stack([resample(yi[None], g, "nearest")[0] for yi, g in zip(y, grids, strict=True)])
     gain = torch.tensor(rng.uniform(1 - cfg.intensity, 1 + cfg.intensity, (n, c, 1, 1, 1)))
     shift = torch.tensor(rng.uniform(-cfg.intensity, cfg.intensity, (n, c, 1, 1, 1)))
     sigma = torch.tensor(rng.uniform(0, cfg.noise, (n, 1, 1, 1, 1)))
     noise = torch.from_numpy(rng.standard_normal(x.shape).astype(np.float32))
     x = x * gain.float() + shift.float() + sigma.float() * noise
     return x, y.round().long()
-
-
-def _rotation(angles: np.ndarray) -> np.ndarray:
-    cx, cy, cz = np.cos(angles)
-    sx, sy, sz = np.sin(angles)
-    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    return rz @ ry @ rx
 
 
 def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -180,7 +204,7 @@ def validate(
 
 def train(
     network: torch.nn.Module,
-    cases: list[Case],
+    cases: list[Case] | BatchSource,
     cfg: TrainConfig,
     checkpoint: str | Path | None = None,
     validation: list[Case] | None = None,
@@ -190,22 +214,23 @@ def train(
 ) -> History:
     """Train ``network`` in place; resume from ``checkpoint`` when it exists.
 
+    ``cases`` are prepared cases (sampled by ``CaseBatches``) or any ``BatchSource``.
     ``until`` stops this call early at that iteration (say, before a job's time limit); a
     later call with the same configuration continues from the checkpoint exactly.
     """
     device = torch.device(device)
     network.to(device).train()
     optimiser = torch.optim.Adam(network.parameters(), lr=cfg.learning_rate)
-    rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     history = History()
     if checkpoint is not None and Path(checkpoint).exists():
-        history = load_checkpoint(checkpoint, network, optimiser, rng, cfg)
+        history = load_checkpoint(checkpoint, network, optimiser, cfg)
         log.info("resumed from %s at iteration %d", checkpoint, history.iteration)
+    source = CaseBatches(cases, cfg) if isinstance(cases, list) else cases
     dtype = autocast_dtype(device, cfg.precision)
     bar = tqdm(total=cfg.iterations, initial=history.iteration, disable=not progress, unit="it")
-    while history.iteration < min(cfg.iterations, until or cfg.iterations):
-        x, y = augment(*sample_batch(cases, cfg, rng), cfg, rng)
+    stop = min(cfg.iterations, until or cfg.iterations)
+    for x, y in _batches(source, history.iteration, stop, cfg.workers):
         x, y = x.to(device), y.to(device)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             logits = network(x)
@@ -228,7 +253,12 @@ def train(
             history.iteration % cfg.checkpoint_every == 0
             or history.iteration in (cfg.iterations, until)
         ):
-            save_checkpoint(checkpoint, network, optimiser, rng, history, cfg)
+            save_checkpoint(checkpoint, network, optimiser, history, cfg)
+            recent = history.loss[-cfg.checkpoint_every :]
+            log.info(
+                "iteration %d/%d: mean loss %.4f over the last %d; checkpoint saved",
+                history.iteration, cfg.iterations, float(np.mean(recent)), len(recent),
+            )  # fmt: skip
     bar.close()
     network.eval()
     return history
@@ -238,11 +268,10 @@ def save_checkpoint(
     path: str | Path,
     network: torch.nn.Module,
     optimiser: torch.optim.Optimizer,
-    rng: np.random.Generator,
     history: History,
     cfg: TrainConfig,
 ) -> None:
-    """Weights, optimiser moments and RNG states as safetensors; the rest as JSON metadata."""
+    """Weights, optimiser moments and torch's RNG state as safetensors; the rest as JSON."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
     state = optimiser.state_dict()
     for idx, slots in state["state"].items():
@@ -252,7 +281,6 @@ def save_checkpoint(
     meta = {
         "history": asdict(history),
         "param_groups": state["param_groups"],
-        "numpy_rng": rng.bit_generator.state,
         "config": asdict(cfg),
     }
     write_safetensors(Path(path), tensors, {"checkpoint": json.dumps(meta)})
@@ -262,7 +290,6 @@ def load_checkpoint(
     path: str | Path,
     network: torch.nn.Module,
     optimiser: torch.optim.Optimizer,
-    rng: np.random.Generator,
     cfg: TrainConfig,
 ) -> History:
     """Restore everything ``save_checkpoint`` wrote; return the history so far."""
@@ -282,6 +309,5 @@ def load_checkpoint(
             _, idx, name = key.split(".", 2)
             slots.setdefault(int(idx), {})[name] = value
     optimiser.load_state_dict({"state": slots, "param_groups": meta["param_groups"]})
-    rng.bit_generator.state = meta["numpy_rng"]
     torch.set_rng_state(tensors["rng.torch"])
     return History(**meta["history"])

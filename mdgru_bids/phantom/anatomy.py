@@ -115,23 +115,31 @@ def _head(icv: np.ndarray, voxel_mm: float) -> tuple[np.ndarray, ...]:
     return rim, skull, scalp, dist
 
 
-def _sites(
-    tissues: dict[str, np.ndarray],
-    dist_vent: np.ndarray,
-    xyz: tuple[np.ndarray, ...],
-    voxel_mm: float,
-) -> dict[str, np.ndarray]:
-    """Candidate lesion centres per MS lesion site, by white matter and distances."""
+def _infratentorial(xyz: tuple[np.ndarray, ...], shape: tuple[int, ...]) -> np.ndarray:
+    """Brainstem and cerebellum, as boxes in template mm ``xyz``."""
     x, y, z = xyz
-    gm, wm = tissues["gm"], tissues["wm"]
-    dist_gm = ndi.distance_transform_edt(gm <= 0.5, sampling=voxel_mm)
     brainstem = (
         (np.abs(x) < 12)[:, None, None]
         & ((y > -40) & (y < -10))[None, :, None]
         & (z < -12)[None, None, :]
     )
     cerebellum = (y < -25)[None, :, None] & (z < -22)[None, None, :]
-    infra = np.broadcast_to(brainstem | cerebellum, wm.shape)
+    return np.broadcast_to(brainstem | cerebellum, shape)
+
+
+def site_masks(
+    tissues: dict[str, np.ndarray],
+    dist_vent: np.ndarray,
+    infra: np.ndarray,
+    voxel_mm: float,
+) -> dict[str, np.ndarray]:
+    """Where each MS lesion site is, by white matter, distances and the infratentorial mask.
+
+    The synthetic training data (mdgru_bids.synth) place lesions by the same rules on other
+    anatomies, so the rules live in one place.
+    """
+    gm, wm = tissues["gm"], tissues["wm"]
+    dist_gm = ndi.distance_transform_edt(gm <= 0.5, sampling=voxel_mm)
     near = max(2.0, 1.01 * voxel_mm)  # "adjacent" must include the next voxel on coarse grids
     masks = {
         "periventricular": (wm > 0.7) & (dist_vent <= max(5.0, 1.5 * voxel_mm)) & ~infra,
@@ -139,7 +147,7 @@ def _sites(
         "juxtacortical": (wm > 0.5) & (dist_gm <= near) & (dist_vent > 20.0) & ~infra,
         "infratentorial": (wm > 0.8) & infra,
     }
-    return {name: np.argwhere(masks[name]).astype(np.int32) for name in SITES}
+    return masks
 
 
 def _face(dist_out: np.ndarray, xyz: tuple[np.ndarray, ...]) -> np.ndarray:
@@ -184,7 +192,12 @@ def load_anatomy(voxel_mm: float) -> Anatomy:
         tissues={k: _freeze(v.astype(np.float32)) for k, v in tissues.items()},
         ventricles=_freeze(ventricles),
         dist_ventricle=_freeze(dist_vent),
-        sites={k: _freeze(v) for k, v in _sites(tissues, dist_vent, xyz, voxel_mm).items()},
+        sites={
+            k: _freeze(np.argwhere(v).astype(np.int32))
+            for k, v in site_masks(
+                tissues, dist_vent, _infratentorial(xyz, icv.shape), voxel_mm
+            ).items()
+        },
         face=_freeze(_face(dist_out, xyz).astype(np.uint8)),
         centre=_freeze(centre),
     )

@@ -1,0 +1,103 @@
+"""Does a model's answer depend on where the image sits in its grid? (printed, never asserted)
+
+One subject-space FLAIR (and brain mask) segmented as it is, cropped tight around the brain,
+zero-padded by 16 and 32 voxels, shifted against the patch tiling by a quarter and a half
+patch, and with other patch sizes than the card's. Prints the lesion volume (probability
+> threshold, lesions of at least the card's minimum size) of each, and the largest change
+relative to the card's own setting. The issue's bar: at most 5 %.
+
+Usage: python benchmarks/invariance.py --model M.safetensors --flair F.nii.gz --mask M.nii.gz
+       [--patch-sizes 48 64 96] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mdgru_bids.lesions.components import label_lesions  # noqa: E402
+from mdgru_bids.model.files import load_model  # noqa: E402
+from mdgru_bids.model.inference import sliding_window  # noqa: E402
+from mdgru_bids.model.normalise import network_input  # noqa: E402
+
+
+def lesion_ml(prob: np.ndarray, threshold: float, min_voxels: int) -> float:
+    labels, _ = label_lesions(prob > threshold, min_voxels)
+    return float((labels > 0).sum()) / 1000.0  # 1 mm voxels
+
+
+def variants(x: np.ndarray, mask: np.ndarray, patch: int) -> dict:
+    """Name -> (input, mask) of the same image placed differently in its grid."""
+    where = np.argwhere(mask)
+    lo, hi = where.min(0), where.max(0) + 1
+    tight = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    out = {"as given": (x, mask), "tight crop": (x[(slice(None), *tight)], mask[tight])}
+    for pad in (16, 32):
+        out[f"zero-padded {pad}"] = (
+            np.pad(x, [(0, 0)] + [(pad, pad)] * 3),
+            np.pad(mask, [(pad, pad)] * 3),
+        )
+    for shift in (patch // 4, patch // 2):
+        out[f"shifted {shift}"] = (
+            np.pad(x, [(0, 0)] + [(shift, 0)] * 3),
+            np.pad(mask, [(shift, 0)] * 3),
+        )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--flair", type=Path, required=True)
+    parser.add_argument("--mask", type=Path, required=True)
+    parser.add_argument("--patch-sizes", type=int, nargs="+", default=[48, 64, 96])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model = load_model(args.model)
+    card = model.card
+    img = nib.load(args.flair)
+    mask = np.asarray(nib.load(args.mask).dataobj) > 0
+    x = network_input([img.get_fdata(dtype=np.float32)], mask, (1.0, 1.0, 1.0), None)
+    patch = card["patch_size"][0]
+    threshold, min_voxels = card["threshold"], int(np.ceil(card["min_lesion_mm3"]))
+
+    def volume(xx: np.ndarray, mm: np.ndarray, side: int) -> float:
+        prob = sliding_window(
+            model.network, xx, mm, (side,) * 3, (side // 4,) * 3, torch.device("cpu")
+        )
+        return lesion_ml(prob, threshold, min_voxels)
+
+    rows = {}
+    start = time.perf_counter()
+    for name, (xx, mm) in variants(x, mask, patch).items():
+        rows[name] = volume(xx, mm, patch)
+    for side in args.patch_sizes:
+        if side != patch:
+            rows[f"patch {side}"] = volume(x, mask, side)
+    reference = rows["as given"]
+    print(f"{args.model.name} on {args.flair.name} (card patch {patch}):")
+    for name, ml in rows.items():
+        change = 100 * (ml - reference) / reference if reference else float("nan")
+        print(f"  {name:>16}: {ml:8.2f} mL  {change:+6.1f} %")
+    worst = max(abs(ml - reference) for ml in rows.values()) / max(reference, 1e-9) * 100
+    print(f"largest change: {worst:.1f} % ({time.perf_counter() - start:.0f} s)")
+    if args.json:
+        result = {"model": args.model.name, "image": args.flair.name, "lesion_ml": rows}
+        result["largest_change_percent"] = worst
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

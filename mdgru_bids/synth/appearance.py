@@ -1,0 +1,140 @@
+"""Image appearance: random intensities per label, then what an acquisition does to them.
+
+Labels become intensities drawn from per-label Gaussians whose means follow the modality's
+contrast only loosely (CSF dark and lesions bright on FLAIR, but by random margins); then a
+random acquisition: resolution (isotropic blur, or thick 2-D slices with a boxcar profile),
+Rician noise, a smooth multiplicative bias field and a gamma curve. The result is z-scored
+in the brain mask exactly as real images are before they reach the network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+BACKGROUND, CSF, GM, WM, LESION = range(5)
+N_LABELS = 5
+
+# Mean signal per label relative to white matter: (low, high) of a uniform draw.
+CONTRAST = {
+    "FLAIR": {BACKGROUND: (0.0, 0.3), CSF: (0.05, 0.6), GM: (1.03, 1.5), WM: (1.0, 1.0)},
+    "T1w": {BACKGROUND: (0.0, 0.3), CSF: (0.1, 0.45), GM: (0.5, 0.85), WM: (1.0, 1.0)},
+}
+# Lesion signal per lesion: on FLAIR above the brighter of grey and white matter by this
+# factor (expert masks mark hyperintense lesions); on T1w relative to white matter.
+LESION_CONTRAST = {"FLAIR": (1.08, 2.0), "T1w": (0.3, 0.9)}
+
+
+@dataclass(frozen=True)
+class AcquisitionConfig:
+    label_sd: tuple[float, float] = (0.01, 0.1)  # within-label spread, relative to its mean
+    thick_slice_p: float = 0.35  # share of images acquired as thick 2-D slices
+    slice_mm: tuple[int, ...] = (3, 4, 5)
+    iso_voxel_mm: tuple[float, float] = (1.0, 2.0)
+    noise: tuple[float, float] = (0.0, 0.06)  # Rician sigma, relative to white matter
+    bias: float = 0.3  # largest standard deviation of the log bias field
+    gamma_sd: float = 0.25  # of log gamma
+
+
+def lesion_levels(instances: np.ndarray, modality: str, rng: np.random.Generator) -> np.ndarray:
+    """Signal relative to white matter for lesion instances 1..N (index 0 unused)."""
+    lo, hi = LESION_CONTRAST[modality]
+    return np.concatenate([[1.0], rng.uniform(lo, hi, int(instances.max(initial=0)))])
+
+
+def label_image(
+    labels: torch.Tensor,
+    instances: torch.Tensor,
+    modality: str,
+    rng: np.random.Generator,
+    gen: torch.Generator,
+    cfg: AcquisitionConfig,
+) -> torch.Tensor:
+    """Noise-free-ish tissue signal: a Gaussian draw per voxel from its label's distribution."""
+    contrast = CONTRAST[modality]
+    means = torch.tensor(
+        [rng.uniform(*contrast[k]) for k in range(LESION)] + [1.0], dtype=torch.float32
+    )
+    sds = means * torch.tensor(rng.uniform(*cfg.label_sd, N_LABELS), dtype=torch.float32)
+    levels = torch.tensor(lesion_levels(instances.numpy(), modality, rng), dtype=torch.float32)
+    reference = torch.maximum(means[WM], means[GM]) if modality == "FLAIR" else means[WM]
+    mean = torch.where(labels == LESION, levels[instances.long()] * reference, means[labels.long()])
+    return mean + sds[labels.long()] * torch.randn(labels.shape, generator=gen)
+
+
+def acquire(
+    image: torch.Tensor,
+    rng: np.random.Generator,
+    gen: torch.Generator,
+    cfg: AcquisitionConfig,
+    thick_slices: bool | None = None,
+) -> torch.Tensor:
+    """Resolution, noise, bias and gamma of a random acquisition, on a (X, Y, Z) signal."""
+    if thick_slices is None:
+        thick_slices = rng.random() < cfg.thick_slice_p
+    sigma = rng.uniform(*cfg.noise)
+    if thick_slices:
+        axis = int(rng.integers(3))
+        thickness = int(rng.choice(cfg.slice_mm))
+        low = _slices(image, axis, thickness, int(rng.integers(thickness)))
+        low = _rician(low, sigma, gen)
+        image = F.interpolate(
+            low[None, None], size=image.shape, mode="trilinear", align_corners=False
+        )[0, 0]
+    else:
+        voxel = rng.uniform(*cfg.iso_voxel_mm)
+        image = _rician(blur(image, (0.4 * np.sqrt(max(voxel**2 - 1.0, 0.0)),) * 3), sigma, gen)
+    image = image * torch.exp(smooth_field(image.shape, rng.uniform(0, cfg.bias), rng))
+    gamma = float(np.exp(rng.normal(0.0, cfg.gamma_sd)))
+    scale = image.max().clamp_min(1e-6)
+    return (image.clamp_min(0) / scale) ** gamma * scale
+
+
+def _slices(image: torch.Tensor, axis: int, thickness: int, phase: int) -> torch.Tensor:
+    """Thick slices along ``axis``: the mean over each slab (a boxcar slice profile)."""
+    x = torch.roll(image, -phase, dims=axis)
+    kernel = [1, 1, 1]
+    kernel[axis] = thickness
+    return F.avg_pool3d(x[None, None], kernel, stride=kernel, ceil_mode=True)[0, 0]
+
+
+def _rician(image: torch.Tensor, sigma: float, gen: torch.Generator) -> torch.Tensor:
+    """Magnitude of the signal with complex Gaussian noise of ``sigma``."""
+    if sigma <= 0:
+        return image
+    real = image + sigma * torch.randn(image.shape, generator=gen)
+    imag = sigma * torch.randn(image.shape, generator=gen)
+    return torch.sqrt(real * real + imag * imag)
+
+
+def blur(image: torch.Tensor, sigmas: tuple[float, ...]) -> torch.Tensor:
+    """Separable Gaussian blur of a (X, Y, Z) tensor; sigmas in voxels (0 skips the axis)."""
+    x = image[None, None]
+    for axis, sigma in enumerate(sigmas):
+        if sigma < 0.1:
+            continue
+        radius = max(1, int(np.ceil(3 * sigma)))
+        taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1) / sigma) ** 2)
+        shape = [1, 1, 1, 1, 1]
+        shape[2 + axis] = taps.numel()
+        pad = [0] * 6
+        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = radius
+        x = F.conv3d(F.pad(x, pad, mode="replicate"), (taps / taps.sum()).view(shape))
+    return x[0, 0]
+
+
+def smooth_field(shape: tuple[int, ...], sd: float, rng: np.random.Generator) -> torch.Tensor:
+    """A smooth random field of standard deviation about ``sd`` (a few bumps per patch)."""
+    nodes = torch.tensor(rng.normal(0.0, sd, (1, 1, 4, 4, 4)), dtype=torch.float32)
+    return F.interpolate(nodes, size=tuple(shape), mode="trilinear", align_corners=True)[0, 0]
+
+
+def zscore_in_mask(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """What mdgru_bids.model.normalise.zscore does to real images, in torch."""
+    inside = image[mask]
+    std = inside.std()
+    out = (image - inside.mean()) / torch.where(std > 0, std, torch.ones_like(std))
+    return torch.where(mask, out, torch.zeros_like(out))

@@ -1,0 +1,194 @@
+"""Synthetic training data: label maps, lesions, appearance, deformation and the sampler."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage as ndi
+
+from mdgru_bids.synth.anatomy import LabelAnatomy, real_anatomy, tissue_labels
+from mdgru_bids.synth.appearance import (
+    CSF,
+    GM,
+    LESION,
+    WM,
+    AcquisitionConfig,
+    acquire,
+    label_image,
+    zscore_in_mask,
+)
+from mdgru_bids.synth.deform import DeformConfig, crop, margin_side, random_grid, resample
+from mdgru_bids.synth.lesions import (
+    LesionConfig,
+    _tiny,
+    carve,
+    lesion_shapes,
+    paint,
+    paste_carved,
+)
+from mdgru_bids.synth.sampler import PatchSampler, SynthBatches, SynthConfig
+
+SHAPE = (64, 64, 64)
+
+
+def _toy_labels() -> np.ndarray:
+    """A ball of white matter under a grey-matter shell, two ventricles, CSF around."""
+    ijk = np.indices(SHAPE).astype(float) - 32
+    r = np.sqrt(((ijk / np.array([29, 29, 27])[:, None, None, None]) ** 2).sum(0))
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[r < 1.0] = CSF
+    labels[r < 0.96] = GM
+    labels[r < 0.84] = WM
+    for side in (-5, 5):
+        vent = ((ijk[0] - side) / 3) ** 2 + (ijk[1] / 10) ** 2 + (ijk[2] / 5) ** 2 < 1
+        labels[vent] = CSF
+    return labels
+
+
+@pytest.fixture(scope="module")
+def toy() -> LabelAnatomy:
+    """A 'real' case: the toy anatomy with two lesions and a FLAIR-like z-scored image."""
+    labels = _toy_labels()
+    labels[40:44, 30:34, 30:33] = LESION
+    labels[20:23, 36:40, 38:41] = LESION
+    rng = np.random.default_rng(0)
+    level = np.array([0.0, 0.2, 1.3, 1.0, 2.0], np.float32)
+    flair = level[labels] + rng.normal(0, 0.03, SHAPE).astype(np.float32)
+    mask = labels > 0
+    image = zscore_in_mask(torch.from_numpy(flair), torch.from_numpy(mask)).numpy()[None]
+    return real_anatomy("toy", image, labels, mask)
+
+
+def test_real_anatomy_finds_ventricles_sites_and_lesions(toy: LabelAnatomy) -> None:
+    assert toy.dist_vent[toy.labels == CSF].min() == 0
+    assert len(toy.shapes) == 2 and len(toy.carved) == 2
+    assert sorted(int(s.sum()) for s in toy.shapes) == [36, 48]
+    periventricular = (toy.sites & 1) > 0
+    assert periventricular.any()
+    assert toy.dist_vent[periventricular].max() <= 5.0
+    assert set(np.unique(toy.labels[toy.sites > 0])) <= {WM, LESION}
+
+
+def test_tissue_labels_recover_the_classes_from_flair_and_t1w() -> None:
+    truth = _toy_labels()
+    rng = np.random.default_rng(1)
+    flair = np.array([0, 0.2, 1.3, 1.0], np.float32)[truth] + rng.normal(0, 0.05, SHAPE)
+    t1w = np.array([0, 0.3, 0.65, 1.0], np.float32)[truth] + rng.normal(0, 0.05, SHAPE)
+    mask = truth > 0
+    lesion = np.zeros(SHAPE, bool)
+    lesion[30:33, 30:33, 40:43] = True
+    labels = tissue_labels([flair, t1w], mask, lesion)
+    agree = (labels == truth)[mask & ~lesion].mean()
+    assert agree > 0.95
+    assert (labels[lesion] == LESION).all() and (labels[~mask] == 0).all()
+
+
+def test_painted_lesions_replace_tissue_only_and_span_loads(toy: LabelAnatomy) -> None:
+    loads, bands = [], 0
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        labels, instances = paint(
+            toy.labels, toy.dist_vent, toy.sites, LesionConfig(lesion_free_p=0), rng, toy.shapes
+        )
+        new = (labels == LESION) & (toy.labels != LESION)
+        assert set(np.unique(toy.labels[new])) <= {GM, WM}
+        assert ((instances > 0) == (labels == LESION)).all()
+        loads.append(int(new.sum()))
+        near = new & (toy.dist_vent <= 1.5)
+        bands += bool(near.sum() > 50)
+    assert min(loads) < 300 < max(loads)  # from a few small lesions to heavy loads
+    assert bands >= 1  # confluent periventricular lesions occur
+
+
+def test_tiny_lesions_are_3_to_10_cubic_mm() -> None:
+    rng = np.random.default_rng(0)
+    sizes = [int(_tiny(rng).sum()) for _ in range(50)]
+    assert min(sizes) >= 3 and max(sizes) <= 10
+
+
+def test_flair_lesions_are_brighter_and_t1w_lesions_darker(toy: LabelAnatomy) -> None:
+    labels = torch.from_numpy(toy.labels)
+    instances = torch.from_numpy(ndi.label(toy.labels == LESION)[0].astype(np.int16))
+    cfg = AcquisitionConfig()
+    for seed in range(5):
+        rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
+        flair = label_image(labels, instances, "FLAIR", rng, gen, cfg)
+        t1w = label_image(labels, instances, "T1w", rng, gen, cfg)
+        mean = {k: (flair[labels == k].mean(), t1w[labels == k].mean()) for k in (GM, WM, LESION)}
+        assert mean[LESION][0] > max(mean[WM][0], mean[GM][0])
+        assert mean[LESION][1] < mean[WM][1]
+        assert flair[labels == CSF].mean() < mean[WM][0]  # CSF suppressed
+
+
+def test_thick_slices_smear_along_one_axis_only() -> None:
+    noise = torch.randn(48, 48, 48, generator=torch.Generator().manual_seed(0)) + 5.0
+    cfg = AcquisitionConfig(noise=(0.0, 0.0), bias=0.0, gamma_sd=0.0)
+    for seed in range(4):
+        out = acquire(noise, np.random.default_rng(seed), torch.Generator(), cfg, True)
+        lag1 = []
+        for axis in range(3):
+            a = out.narrow(axis, 0, 47).flatten() - out.mean()
+            b = out.narrow(axis, 1, 47).flatten() - out.mean()
+            lag1.append(float((a * b).mean() / (a * a).mean()))
+        assert sum(c > 0.5 for c in lag1) == 1, lag1
+        assert sum(abs(c) < 0.1 for c in lag1) == 2, lag1
+
+
+def test_an_undeformed_patch_is_the_centre_crop_up_to_flips() -> None:
+    volume = np.random.default_rng(0).normal(size=(1, 40, 40, 40)).astype(np.float32)
+    cfg = DeformConfig(rotate_deg=0.0, scale=0.0, elastic_vox=0.0)
+    side = margin_side(16, cfg)
+    big = crop(volume, np.array([20, 20, 20]), side)
+    out = resample(
+        torch.from_numpy(big), random_grid(16, side, cfg, np.random.default_rng(3)), "nearest"
+    )
+    lo = (side - 16) // 2
+    centre = big[:, lo : lo + 16, lo : lo + 16, lo : lo + 16]
+    flips = [np.flip(centre, [a + 1 for a in range(3) if f >> a & 1]) for f in range(8)]
+    assert any(np.array_equal(out.numpy(), f) for f in flips)
+
+
+def test_rotated_patches_stay_inside_their_margin() -> None:
+    cfg = DeformConfig()
+    for seed in range(10):
+        grid = random_grid(32, margin_side(32, cfg), cfg, np.random.default_rng(seed))
+        assert grid.abs().max() < 1.0
+
+
+def test_carved_lesions_keep_their_signal_where_pasted(toy: LabelAnatomy) -> None:
+    carved = carve(toy.image, toy.labels == LESION, toy.labels)
+    image, labels = paste_carved(toy.image, toy.labels, carved, 3, np.random.default_rng(0))
+    new = (labels == LESION) & (toy.labels != LESION)
+    assert new.sum() > 20
+    wm = image[0][labels == WM].mean()
+    assert image[0][new].mean() > wm + 0.5 * (toy.image[0][toy.labels == LESION].mean() - wm)
+
+
+def test_lesion_shapes_are_connected_components() -> None:
+    label = np.zeros((20, 20, 20), bool)
+    label[2:5, 2:5, 2:5] = True
+    label[10, 10, 10:12] = True  # 2 voxels: too small to keep
+    label[15:17, 15:18, 15] = True
+    assert sorted(int(s.sum()) for s in lesion_shapes(label)) == [6, 27]
+
+
+def test_batches_are_reproducible_and_carry_lesions(toy: LabelAnatomy) -> None:
+    cfg = SynthConfig(synth_p=0.5, lesion_centre_p=1.0, lesions=LesionConfig(lesion_free_p=0))
+    batches = SynthBatches(PatchSampler([toy], cfg), 3, (16, 32), seed=4)
+    x, y = batches.batch(7)
+    x2, y2 = batches.batch(7)
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    assert x.shape[:2] == (3, 1) and x.shape[2:] == y.shape[1:]
+    assert x.shape[-1] in (16, 32) and y.dtype == torch.int64
+    assert not torch.equal(batches.batch(8)[0][:, :, :16, :16, :16], x[:, :, :16, :16, :16])
+    assert all(int(t.sum()) > 0 for t in y)
+    assert torch.isfinite(x).all()
+
+
+def test_real_patches_are_z_scored_in_the_mask(toy: LabelAnatomy) -> None:
+    sampler = PatchSampler([toy], SynthConfig(synth_p=0.0, lesion_centre_p=1.0))
+    x, y = sampler.patch(32, np.random.default_rng(0))
+    inside = x[0][x[0] != 0]
+    assert abs(float(inside.mean())) < 0.5 and 0.5 < float(inside.std()) < 2.0
+    assert y.sum() > 0

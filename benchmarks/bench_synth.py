@@ -47,7 +47,7 @@ def with_torchio(sampler: PatchSampler, side: int, n: int) -> float | None:
     cfg = sampler.cfg
     big = margin_side(side, cfg.deform)
     transform = tio.Compose([
-        tio.RandomAffine(scales=cfg.deform.scale, degrees=cfg.deform.rotate_deg, flip_axes=()),
+        tio.RandomAffine(scales=cfg.deform.scale, degrees=cfg.deform.rotate_deg),
         tio.RandomElasticDeformation(max_displacement=cfg.deform.elastic_vox),
         tio.CropOrPad(side),
         tio.RandomLabelsToImage(label_key="label", image_key="image"),
@@ -91,13 +91,14 @@ def figure(pairs: list, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(3, 6, figsize=(18, 9.5))
+    for ax in axes.flat:
+        ax.axis("off")
     for ax, (x, y) in zip(axes.flat, pairs, strict=False):
         image, target = x[0].numpy(), y.numpy()
         k = int(np.argmax(target.sum((0, 1)))) if target.any() else image.shape[2] // 2
         ax.imshow(image[:, :, k].T, cmap="gray", origin="lower", vmin=-3, vmax=4)
         if target[:, :, k].any():
             ax.contour(target[:, :, k].T, [0.5], colors="red", linewidths=0.6)
-        ax.axis("off")
     fig.suptitle("synthetic FLAIR patches (z-scored) with their lesion targets (red)")
     fig.tight_layout()
     fig.savefig(path, dpi=60)

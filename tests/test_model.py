@@ -113,19 +113,23 @@ def test_sliding_window_skips_patches_off_the_mask_and_pads_small_volumes() -> N
     assert (prob[:8, :8] > 0).all() and (prob[8:] == 0).all() and (prob[:, 8:] == 0).all()
 
 
-def test_tiny_network_learns_a_synthetic_lesion_problem() -> None:
+@pytest.fixture(scope="module")
+def blob_model() -> tuple:
+    """The tiny network with per-voxel channel normalisation, trained to find bright blobs:
+    (network, training history, training cases)."""
     cases = [blob_case(0), blob_case(1)]
     torch.manual_seed(0)
-    net = build_network(TINY)
+    net = build_network(NetworkConfig(**{**TINY.to_dict(), "norm": "channel"}))
     cfg = TrainConfig(
-        iterations=200,
-        batch_size=2,
-        patch_size=(16, 16, 16),
-        learning_rate=1e-2,
-        precision="float32",
-        checkpoint_every=1000,
-    )
+        iterations=200, batch_size=2, patch_size=(16, 16, 16), learning_rate=1e-2,
+        precision="float32", checkpoint_every=1000,
+    )  # fmt: skip
     history = train(net, cases, cfg, progress=False)
+    return net.eval(), history, cases
+
+
+def test_tiny_network_learns_a_synthetic_lesion_problem(blob_model: tuple) -> None:
+    net, history, cases = blob_model
     assert np.mean(history.loss[-10:]) < 0.5 * np.mean(history.loss[:10])
     for case in cases:
         prob = sliding_window(net, case.image, case.mask, (16, 16, 16), (4, 4, 4), CPU, "float32")
@@ -239,3 +243,33 @@ def test_cards_without_a_norm_build_the_instance_norm_network_they_were_trained_
     assert default_config(1).norm == "channel"
     with pytest.raises(ValueError, match="unknown norm"):
         NetworkConfig(norm="batch")
+
+
+def _lesion_voxels(net: nn.Module, image: np.ndarray, mask: np.ndarray, side: int) -> int:
+    prob = sliding_window(net, image, mask, (side,) * 3, (side // 4,) * 3, CPU, "float32")
+    return int((prob > 0.5).sum())
+
+
+def test_lesion_volume_does_not_depend_on_crop_padding_patch_size_or_offset(
+    blob_model: tuple,
+) -> None:
+    net = blob_model[0]
+    case = blob_case(5, side=40, n_blobs=8)
+    ijk = np.indices(case.mask.shape) - 19.5
+    mask = (ijk**2).sum(0) < 17**2  # a "brain" with background around it
+    image = np.where(mask, case.image, 0.0).astype(np.float32)
+    reference = _lesion_voxels(net, image, mask, 16)
+    truth = int((case.label.astype(bool) & mask).sum())
+    assert reference > 0.5 * truth  # real lesions found, not an empty answer
+    lo, hi = np.argwhere(mask).min(0), np.argwhere(mask).max(0) + 1
+    tight = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    variants = {
+        "tight crop": (image[(slice(None), *tight)], mask[tight], 16),
+        "zero-padded 12": (np.pad(image, [(0, 0)] + [(12, 12)] * 3), np.pad(mask, 12), 16),
+        "shifted 5": (np.pad(image, [(0, 0)] + [(5, 0)] * 3), np.pad(mask, [(5, 0)] * 3), 16),
+        "patch 24": (image, mask, 24),
+        "patch 32": (image, mask, 32),
+    }
+    for name, (im, m, side) in variants.items():
+        voxels = _lesion_voxels(net, im, m, side)
+        assert abs(voxels - reference) <= 0.05 * reference, (name, voxels, reference)

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# How the bundled models are trained: each step is one resumable piece that ends in a model
+# file the next piece starts from (--init-model), so a run can span several sessions or jobs.
+#
+#   training/bundled_models.sh STEP   (base | fold-c07 | fold-c26 | flair)
+#
+# XS: the Lesjak et al. 2017 cross-sectional cases (CC-BY) with derivatives/manual masks.
+# OUT: models and work folders (checkpoints every 100 iterations; rerun a step to resume).
+# UNTIL: stop this call at that iteration and write the model so far (default: the end).
+set -euo pipefail
+STEP=${1:?base, fold-c07, fold-c26 or flair}
+XS=${XS:-../shared/data/ms-crosssectional}
+OUT=${OUT:-$HOME/mdgru-train}
+TRAIN=${TRAIN:-.venv/bin/mdgru-bids-train}
+COMMON=(--inputs FLAIR --patch-size 48 64 80 --batch-size 2 --learning-rate 2e-3
+        --validation-fraction 0 --random-seed 0 --no-progress --resume
+        --skip-bids-validation --template MNI152NLin2009aSym)
+[ -n "${UNTIL:-}" ] && COMMON+=(--until "$UNTIL")
+mkdir -p "$OUT/models"
+case $STEP in
+  # Synthetic patches from the template anatomy alone: nothing from any real case, so every
+  # leave-one-out fold may start from it.
+  base) "$TRAIN" "$OUT/models/base_flair.safetensors" "${COMMON[@]}" --iterations 16000 \
+          -w "$OUT/work-base" --nprocs 2 ;;
+  # Leave-one-out folds: the base fine-tuned with one real case (its anatomy, image and
+  # lesions) and the template; scored on the other case by benchmarks/eval_models.py.
+  fold-c07) "$TRAIN" "$XS" "$XS/derivatives/manual" "$OUT/models/flair_without_c07.safetensors" \
+          --participant-label c26 --init-model "$OUT/models/base_flair.safetensors" \
+          "${COMMON[@]}" --iterations 4000 -w "$OUT/work-fold-c07" --nprocs 2 ;;
+  fold-c26) "$TRAIN" "$XS" "$XS/derivatives/manual" "$OUT/models/flair_without_c26.safetensors" \
+          --participant-label c07 --init-model "$OUT/models/base_flair.safetensors" \
+          "${COMMON[@]}" --iterations 4000 -w "$OUT/work-fold-c26" --nprocs 2 ;;
+  # The shipped FLAIR model: the base fine-tuned with both real cases.
+  flair) "$TRAIN" "$XS" "$XS/derivatives/manual" "$OUT/models/mdgru_flair.safetensors" \
+          --init-model "$OUT/models/base_flair.safetensors" \
+          "${COMMON[@]}" --iterations 4000 -w "$OUT/work-flair" --nprocs 2 ;;
+  *) echo "unknown step $STEP" >&2; exit 64 ;;
+esac

@@ -273,3 +273,18 @@ def test_lesion_volume_does_not_depend_on_crop_padding_patch_size_or_offset(
     for name, (im, m, side) in variants.items():
         voxels = _lesion_voxels(net, im, m, side)
         assert abs(voxels - reference) <= 0.05 * reference, (name, voxels, reference)
+
+
+def test_test_time_augmentation_averages_the_mirrored_answers(tmp_path: Path) -> None:
+    model = load_model(_tiny_model_file(tmp_path / "m.safetensors"))
+    case = blob_case(3, side=20)
+    image, mask = case.image[0], case.mask
+    plain = segment(model, [image], mask, (1.0, 1.0, 1.0), precision="float32")
+    mirrored = [
+        np.flip(segment(model, [np.flip(image, axis)], np.flip(mask, axis), (1.0,) * 3,
+                        precision="float32"), axis)
+        for axis in range(3)
+    ]  # fmt: skip
+    tta = segment(model, [image], mask, (1.0, 1.0, 1.0), precision="float32", tta=True)
+    np.testing.assert_allclose(tta, (plain + sum(mirrored)) / 4, atol=1e-6)
+    assert not np.allclose(tta, plain, atol=1e-4)  # the mirrored answers differ: TTA did work

@@ -17,6 +17,8 @@ from mdgru_bids.model.files import Model
 from mdgru_bids.model.normalise import network_input
 
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+#: Test-time augmentation: the image as it is and mirrored along each axis in turn.
+TTA_FLIPS = ((), (0,), (1,), (2,))
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
@@ -132,18 +134,28 @@ def segment(
     device: torch.device | str = "cpu",
     precision: str = "auto",
     progress: bool = False,
+    tta: bool = False,
 ) -> np.ndarray:
-    """Lesion probability of one session: images in the order of ``model.inputs``."""
+    """Lesion probability of one session: images in the order of ``model.inputs``.
+
+    With ``tta`` the probabilities are averaged over the image and its mirror images along
+    each axis (TTA_FLIPS), at four times the cost.
+    """
     if len(images) != len(model.inputs):
         raise ValueError(f"the model takes {model.inputs}, got {len(images)} images")
     volume = network_input(images, mask, zooms, model.card["normalisation"].get("highpass_mm"))
-    return sliding_window(
-        model.network,
-        volume,
-        mask,
-        tuple(model.card["patch_size"]),
-        tuple(model.card["overlap"]),
-        torch.device(device),
-        precision,
-        progress=progress,
-    )
+    total = np.zeros(mask.shape, np.float32)
+    flips = TTA_FLIPS if tta else ((),)
+    for axes in flips:
+        prob = sliding_window(
+            model.network,
+            np.ascontiguousarray(np.flip(volume, [a + 1 for a in axes])),
+            np.ascontiguousarray(np.flip(mask, axes)),
+            tuple(model.card["patch_size"]),
+            tuple(model.card["overlap"]),
+            torch.device(device),
+            precision,
+            progress=progress,
+        )
+        total += np.flip(prob, axes)
+    return total / len(flips)

@@ -327,9 +327,9 @@ def _multiproc(plugin_args: dict):
 def _start_worker(cwd: str) -> None:
     from nipype.pipeline.plugins.multiproc import process_initializer
 
-    from mdgru_bids.processes import die_with_parent
+    from mdgru_bids.processes import exit_with_parent_process
 
-    die_with_parent()
+    exit_with_parent_process()
     process_initializer(cwd)
 
 

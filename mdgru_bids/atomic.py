@@ -8,6 +8,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+#: A temporary file is named ``.<name>.<random>.tmp`` beside the file it will replace.
+TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"
+
 
 @contextmanager
 def replacing(path: Path) -> Iterator[Path]:
@@ -17,7 +20,9 @@ def replacing(path: Path) -> Iterator[Path]:
     jobs sharing an output folder) and readers see either the old or the new file.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}.", suffix=TEMP_SUFFIX
+    )
     os.close(fd)
     try:
         yield Path(tmp)

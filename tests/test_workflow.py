@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 
 from mdgru_bids.collect import Session, Subject
@@ -62,7 +67,8 @@ def participant_run(
     templateflow_home: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[Path, Path, list[str]]:
-    """One full run of the installed command on phantom participant 01 (2 sessions)."""
+    """One full run of the installed command on phantom participant 01 (2 sessions), with the
+    default threads (N4 and the network use both of --nprocs 2)."""
     out = tmp_path_factory.mktemp("run") / "derivatives"
     work = out.parent / "work"
     argv = [
@@ -80,15 +86,63 @@ def participant_run(
         str(tiny_model),
         "--nprocs",
         "2",
-        "--omp-nthreads",
-        "1",
         "--device",
         "cpu",
     ]
     env = {"TEMPLATEFLOW_HOME": str(templateflow_home), "PATH": "/usr/bin:/bin"}
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]
     return out, work, argv
+
+
+def _elsewhere(argv: list[str], out: Path, work: Path) -> list[str]:
+    """The same command with other output and work folders."""
+    argv = list(argv)
+    argv[argv.index("participant") - 1] = str(out)
+    argv[argv.index("-w") + 1] = str(work)
+    return argv
+
+
+def _h5_datasets(path: Path) -> bytes:
+    """An HDF5 file's datasets, by name (the file itself also stamps each object's time)."""
+    import h5py
+
+    parts: list[bytes] = []
+    with h5py.File(path, "r") as h5:
+        h5.visititems(
+            lambda name, obj: (
+                parts.append(name.encode() + np.asarray(obj[()]).tobytes())
+                if isinstance(obj, h5py.Dataset)
+                else None
+            )
+        )
+    return b"".join(parts)
+
+
+def _compared(root: Path) -> dict[str, bytes]:
+    """What must repeat exactly, by path: images (uncompressed: gzip stamps the time), tables,
+    sidecars, transforms and the methods text; not the reports, figures or logs."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if not path.is_file() or "figures/" in rel or rel.endswith(".html"):
+            continue
+        if rel.startswith("logs/") and not rel.endswith("_CITATION.md"):
+            continue
+        if rel.endswith(".h5"):
+            found[rel] = _h5_datasets(path)
+            continue
+        data = path.read_bytes()
+        found[rel] = gzip.decompress(data) if rel.endswith(".gz") else data
+    return found
+
+
+def assert_same_outputs(out: Path, reference: Path) -> None:
+    got, want = _compared(out), _compared(reference)
+    assert sorted(got) == sorted(want)
+    assert any(name.endswith(".nii.gz") for name in got)
+    differ = [name for name in want if got[name] != want[name]]
+    assert differ == [], f"{len(differ)} of {len(want)} files differ"
 
 
 def test_full_run_writes_the_designed_derivatives(participant_run) -> None:
@@ -160,7 +214,7 @@ def test_rerun_with_the_same_work_dir_resumes(participant_run, templateflow_home
     assert results
     stamps = {p: p.stat().st_mtime_ns for p in results}
     env = {"TEMPLATEFLOW_HOME": str(templateflow_home), "PATH": "/usr/bin:/bin"}
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]
     recomputed = [
         p for p in results if p.stat().st_mtime_ns != stamps[p] and "/ds_" not in str(p)
@@ -185,7 +239,7 @@ def test_single_session_flair_only_run_with_a_plugin_file(
             "-w", str(tmp_path / "work"), "--model", str(tiny_model_flair), "--omp-nthreads",
             "1", "--nipype-plugin-file", str(plugin)]  # fmt: skip
     env = {"TEMPLATEFLOW_HOME": str(templateflow_home), "PATH": "/usr/bin:/bin"}
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]
     anat = out / "sub-01" / "ses-01" / "anat"
     assert (anat / "sub-01_ses-01_label-lesion_mask.nii.gz").is_file()
@@ -194,3 +248,66 @@ def test_single_session_flair_only_run_with_a_plugin_file(
     assert not list(out.rglob("*_T1w.nii.gz"))
     log = (out / "logs" / "pypeline.log").read_text()
     assert "Running serially" in log and "[MultiProc]" not in log
+
+
+def test_a_second_run_into_fresh_folders_gives_identical_outputs(
+    participant_run, templateflow_home: Path, tmp_path: Path
+) -> None:
+    """Same inputs, seed and settings: the same bytes (the default: single-threaded ANTs
+    registrations, N4 and the network on two threads each)."""
+    reference, _, argv = participant_run
+    out = tmp_path / "out"
+    env = {"TEMPLATEFLOW_HOME": str(templateflow_home), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        _elsewhere(argv, out, tmp_path / "work"), env=env, capture_output=True, text=True,
+        timeout=1800,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same_outputs(out, reference)
+    sidecar = json.loads(
+        (out / "sub-01" / "ses-01" / "anat" / "sub-01_ses-01_label-lesion_probseg.json").read_text()
+    )
+    assert sidecar["RandomSeed"] == 0 and sidecar["RegistrationThreads"] == 1
+    assert sidecar["NetworkThreads"] == 2 and sidecar["NetworkPrecision"] in (
+        "float32", "bfloat16"
+    )  # fmt: skip
+    methods = (out / "logs" / "sub-01_CITATION.md").read_text()
+    assert "random seed 0" in methods and f"in {sidecar['NetworkPrecision']} arithmetic" in methods
+
+
+def test_a_run_killed_mid_workflow_resumes_to_the_same_outputs(
+    participant_run, templateflow_home: Path, tmp_path: Path
+) -> None:
+    """SIGKILL once the subject space exists (sessions preprocessed, nothing segmented yet),
+    then the same command again: OUTPUT_DIR never shows a participant's files before they are
+    complete, no process of the killed run lives on, and the resumed run publishes what an
+    uninterrupted run did."""
+    reference, _, argv = participant_run
+    out, work = tmp_path / "out", tmp_path / "work"
+    argv = _elsewhere(argv, out, work)
+    env = {"TEMPLATEFLOW_HOME": str(templateflow_home), "PATH": "/usr/bin:/bin"}
+    seen: set[str] = set()
+    run = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    midway = work / "sub_01_wf" / "subject_space"
+    deadline = time.monotonic() + 1800
+    while not list(midway.glob("result_*.pklz")):
+        assert run.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline
+        seen |= {p.relative_to(out).as_posix() for p in out.rglob("*") if "logs" not in p.parts}
+        time.sleep(0.2)
+    children = psutil.Process(run.pid).children(recursive=True)
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    _, alive = psutil.wait_procs(children, timeout=30)
+    assert alive == [], f"{len(alive)} process(es) of the killed run live on"
+    (cached,) = midway.glob("result_*.pklz")
+    stamp = cached.stat().st_mtime_ns
+    after = {p.relative_to(out).as_posix() for p in out.rglob("*") if "logs" not in p.parts}
+    assert not [name for name in seen | after if name.startswith("sub-")]
+    assert not [name for name in after if name.endswith(".tmp")]  # dataset files: whole
+
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert cached.stat().st_mtime_ns == stamp, "the resumed run redid the finished steps"
+    assert_same_outputs(out, reference)
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]

@@ -85,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="threads per process (default: min(8, nprocs))",
     )
     perf.add_argument(
+        "--multithreaded-registration",
+        action="store_true",
+        help="run ANTs registrations with --omp-nthreads threads: faster, but then ITK adds up "
+        "the mutual information in a varying order, so brain masks, transforms and everything "
+        "after them can differ slightly between runs (default: one thread, identical reruns)",
+    )
+    perf.add_argument(
         "--mem-mb", type=_positive_int, metavar="MB", help="memory Nipype may plan for"
     )
     perf.add_argument(
@@ -164,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         metavar="N",
-        help="seed for every random step (default: 0)",
+        help="seed for every random step; the same seed, inputs and settings give the same "
+        "outputs on one machine (default: 0)",
     )
     return parser

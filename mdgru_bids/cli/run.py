@@ -125,7 +125,7 @@ def run_participants(
     from mdgru_bids.collect import check_image, collect_subjects, load_layout, read_filter_file
     from mdgru_bids.derivatives import init_derivatives
     from mdgru_bids.lesions.change import ChangeThresholds
-    from mdgru_bids.model.inference import resolve_device
+    from mdgru_bids.model.inference import resolve_device, resolve_precision
     from mdgru_bids.templates import resolve_template
 
     if not args.skip_bids_validation:
@@ -145,9 +145,10 @@ def run_participants(
                     f"ses-{session.label} has none: use a FLAIR-only model (--model flair)"
                 )
     try:
-        device = str(resolve_device(args.device))
+        device = resolve_device(args.device)
     except (ValueError, RuntimeError) as err:
         raise UsageError(f"--device {args.device}: {err}") from None
+    precision = resolve_precision(device, args.precision)  # recorded as used, never "auto"
     template = resolve_template(args.template)
     plugin, plugin_args = plugin_settings(args)
     from mdgru_bids.workflows.base import WorkflowConfig
@@ -155,6 +156,7 @@ def run_participants(
     init_derivatives(output_dir, bids_dir)
     _configure_nipype(output_dir, work_dir, args.stop_on_first_crash)
     nprocs = plugin_args.get("n_procs", os.cpu_count() or 1)
+    omp_nthreads = args.omp_nthreads or min(8, nprocs)
     failed = []
     for subject in subjects:
         cfg = WorkflowConfig(
@@ -163,9 +165,10 @@ def run_participants(
             model=model_path,
             model_inputs=tuple(card["inputs"]),
             template=template,
-            device=device,
-            precision=args.precision,
-            omp_nthreads=args.omp_nthreads or min(8, nprocs),
+            device=str(device),
+            precision=precision,
+            omp_nthreads=omp_nthreads,
+            registration_threads=omp_nthreads if args.multithreaded_registration else 1,
             seed=args.random_seed,
             threshold=args.lesion_threshold or card["threshold"],
             min_lesion_mm3=(
@@ -301,6 +304,35 @@ def plugin_settings(args: argparse.Namespace) -> tuple[str, dict]:
     return "MultiProc", plugin_args
 
 
+def _multiproc(plugin_args: dict):
+    """Nipype's MultiProc plugin, with workers that end with this process (they would
+    otherwise finish their step after a SIGKILL and write into the work folder that a resumed
+    run is using: :mod:`mdgru_bids.processes`)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from nipype.pipeline.plugins.multiproc import MultiProcPlugin
+
+    plugin = MultiProcPlugin(plugin_args=plugin_args)
+    plugin.pool.shutdown()  # it has started no worker yet: they start at the first job
+    plugin.pool = ProcessPoolExecutor(
+        max_workers=plugin.processors,
+        initializer=_start_worker,
+        initargs=(plugin._cwd,),
+        mp_context=multiprocessing.get_context(plugin_args.get("mp_context")),
+    )
+    return plugin
+
+
+def _start_worker(cwd: str) -> None:
+    from nipype.pipeline.plugins.multiproc import process_initializer
+
+    from mdgru_bids.processes import exit_with_parent_process
+
+    exit_with_parent_process()
+    process_initializer(cwd)
+
+
 def _configure_nipype(output_dir: Path, work_dir: Path, stop_on_first_crash: bool) -> None:
     from nipype import config
     from nipype import logging as nlogging
@@ -348,8 +380,9 @@ def run_subject(
             simple_form=True,
         )
     log.info("sub-%s: %d session(s)", subject.label, len(subject.sessions))
+    runner = _multiproc(plugin_args) if plugin == "MultiProc" else plugin
     try:
-        workflow.run(plugin=plugin, plugin_args=plugin_args)
+        workflow.run(plugin=runner, plugin_args=plugin_args)
     except RuntimeError as err:
         log.error("sub-%s failed: %s", subject.label, str(err).splitlines()[0])
         shutil.rmtree(staging, ignore_errors=True)

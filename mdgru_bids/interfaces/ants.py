@@ -11,8 +11,10 @@ already ran ITK (a reused Nipype worker, a test session) ``num_threads`` would s
 effect; a fresh process honours it, as the ANTs command-line tools do (starting one costs about
 1.5 s, mostly importing ANTsPy). The random seed reaches
 ANTs as ANTS_RANDOM_SEED (``random_seed + 1``: ANTs reads 0 as "seed from the clock").
-Registrations are bit-for-bit reproducible for a seed only with ``num_threads=1`` (the
-default): with more threads ITK sums per-thread metric parts in varying order.
+Registrations (Register, BrainMask, SubjectSpace) are bit-for-bit reproducible for a seed only
+with ``num_threads=1`` (the default): with more threads ITK combines the threads' parts of
+the mutual information in an order that varies, so the same registration ends slightly
+differently each time. N4 and resampling give the same result for the same ``num_threads``.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from nipype.interfaces.base import (
 )
 
 from mdgru_bids.nifti import same_grid, save_like
+from mdgru_bids.processes import die_with_parent
 from mdgru_bids.transforms import (
     apply_to_points,
     covering_grid,
@@ -333,6 +336,7 @@ def _run_isolated(
     """
     env = os.environ | {
         "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": str(num_threads),
+        "MDGRU_BIDS_PARENT_PID": str(os.getpid()),
         "PYTHONPATH": os.pathsep.join(filter(None, [PACKAGE_ROOT, os.environ.get("PYTHONPATH")])),
     }
     if seed is not None:
@@ -353,7 +357,9 @@ def _run_isolated(
 
 
 def _worker(job: str, result: str) -> None:
-    """The fresh process's side of :func:`_run_isolated`."""
+    """The fresh process's side of :func:`_run_isolated`; it ends with the process that
+    started it, so a killed run leaves no registration writing into its work folder."""
+    die_with_parent(int(os.environ["MDGRU_BIDS_PARENT_PID"]))
     name, kwargs = pickle.loads(Path(job).read_bytes())
     try:
         outcome = (True, globals()[name](**kwargs))

@@ -30,7 +30,12 @@ class _SegmentOutputSpec(TraitedSpec):
 
 
 class SegmentLesions(SimpleInterface):
-    """Lesion probability of one session (mdgru_bids.model.inference.segment)."""
+    """Lesion probability of one session (mdgru_bids.model.inference.segment).
+
+    Inference draws nothing at random, but kernels may: torch is held to deterministic
+    algorithms (on CUDA that needs cuBLAS's fixed workspace, set before its first use), so
+    the same input, device, precision and thread count give the same probabilities.
+    """
 
     input_spec = _SegmentInputSpec
     output_spec = _SegmentOutputSpec
@@ -43,6 +48,9 @@ class SegmentLesions(SimpleInterface):
         from mdgru_bids.model.inference import segment
         from mdgru_bids.nifti import load_array, save_like
 
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
         torch.set_num_threads(max(1, self.inputs.num_threads))
         model = load_model(self.inputs.model, self.inputs.device)
         images = [load_array(f)[0] for f in self.inputs.in_files]

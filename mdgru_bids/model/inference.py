@@ -48,6 +48,12 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     return torch.bfloat16 if cpu_has_fast_bfloat16() else None
 
 
+def resolve_precision(device: torch.device, precision: str) -> str:
+    """The arithmetic ``precision`` means on ``device``: 'auto' made concrete, for the record."""
+    dtype = autocast_dtype(device, precision)
+    return "float32" if dtype is None else str(dtype).removeprefix("torch.")
+
+
 def cpu_has_fast_bfloat16() -> bool:
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 

@@ -10,9 +10,17 @@ from mdgru_bids.interfaces.ants import ApplyTransforms, BrainMask, N4BiasCorrect
 
 
 def init_anat_preproc_wf(
-    *, use_t1w: bool, omp_nthreads: int, seed: int, name: str = "anat_preproc_wf"
+    *,
+    use_t1w: bool,
+    omp_nthreads: int,
+    seed: int,
+    registration_threads: int = 1,
+    name: str = "anat_preproc_wf",
 ) -> pe.Workflow:
     """Bias-correct the FLAIR (N4), mask the brain, and bring the T1w onto the FLAIR grid.
+
+    N4 runs with ``omp_nthreads`` threads; the registrations with ``registration_threads``
+    (1, the default, is what makes them repeat exactly: see :mod:`mdgru_bids.interfaces.ants`).
 
     The brain mask comes from the template's mask, carried over by an affine registration of
     the template to the bias-corrected FLAIR (mutual information, so the contrasts may differ);
@@ -48,9 +56,9 @@ def init_anat_preproc_wf(
         N4BiasCorrection(num_threads=omp_nthreads), name="n4_flair", n_procs=omp_nthreads
     )
     brain_mask = pe.Node(
-        BrainMask(random_seed=seed, num_threads=omp_nthreads),
+        BrainMask(random_seed=seed, num_threads=registration_threads),
         name="brain_mask",
-        n_procs=omp_nthreads,
+        n_procs=registration_threads,
     )
     n4_flair_masked = pe.Node(
         N4BiasCorrection(num_threads=omp_nthreads), name="n4_flair_masked", n_procs=omp_nthreads
@@ -72,9 +80,9 @@ def init_anat_preproc_wf(
         N4BiasCorrection(num_threads=omp_nthreads), name="n4_t1w", n_procs=omp_nthreads
     )
     t1w_to_flair = pe.Node(
-        Register(transform="Rigid", random_seed=seed, num_threads=omp_nthreads),
+        Register(transform="Rigid", random_seed=seed, num_threads=registration_threads),
         name="t1w_to_flair",
-        n_procs=omp_nthreads,
+        n_procs=registration_threads,
     )
     t1w_resample = pe.Node(ApplyTransforms(interpolation="linear"), name="t1w_resample")
     workflow.connect([

@@ -37,7 +37,8 @@ class WorkflowConfig:
     template: Template
     device: str = "cpu"
     precision: str = "auto"
-    omp_nthreads: int = 1
+    omp_nthreads: int = 1  # N4 and the network
+    registration_threads: int = 1  # ANTs registrations: 1 repeats exactly, more may not
     seed: int = 0
     threshold: float = 0.5
     min_lesion_mm3: float = 10.0
@@ -55,15 +56,16 @@ def init_single_subject_wf(subject: Subject, cfg: WorkflowConfig) -> pe.Workflow
         [f"Participant {subject.label} had {n} session(s), processed in acquisition order.",
          _SUBJECT_SPACE_DESC] + ([_CHANGE_DESC.format(t=cfg.change)] if n > 1 else [])
     )  # fmt: skip
+    workflow.__postdesc__ = _settings_desc(cfg)
     merged = {key: pe.Node(niu.Merge(n), name=f"merge_{key}") for key in ("flair", "mask", "mean")}
     subject_space = pe.Node(
         SubjectSpace(
             resolution_mm=cfg.subject_resolution_mm,
             random_seed=cfg.seed,
-            num_threads=cfg.omp_nthreads,
+            num_threads=cfg.registration_threads,
         ),
         name="subject_space",
-        n_procs=cfg.omp_nthreads,
+        n_procs=cfg.registration_threads,
     )
     mean = pe.Node(MeanImage(), name="subject_mean")
     to_template = pe.Node(
@@ -72,12 +74,12 @@ def init_single_subject_wf(subject: Subject, cfg: WorkflowConfig) -> pe.Workflow
             iterations=TEMPLATE_LINEAR_ITERATIONS,
             syn_iterations=TEMPLATE_SYN_ITERATIONS,
             random_seed=cfg.seed,
-            num_threads=cfg.omp_nthreads,
+            num_threads=cfg.registration_threads,
             fixed_image=str(cfg.template.t1w),
             fixed_mask=str(cfg.template.brain_mask),
         ),
         name="to_template",
-        n_procs=cfg.omp_nthreads,
+        n_procs=cfg.registration_threads,
     )
     workflow.connect([
         (merged["flair"], subject_space, [("out", "in_files")]),
@@ -95,6 +97,7 @@ def init_single_subject_wf(subject: Subject, cfg: WorkflowConfig) -> pe.Workflow
             use_t1w=use_t1w,
             omp_nthreads=cfg.omp_nthreads,
             seed=cfg.seed,
+            registration_threads=cfg.registration_threads,
             name=f"anat_preproc_{tag}_wf",
         )
         anat.inputs.inputnode.flair = str(session.flair)
@@ -156,6 +159,22 @@ def init_single_subject_wf(subject: Subject, cfg: WorkflowConfig) -> pe.Workflow
             sinks.change(session, subject.sessions[i - 1], change, change_to_session)
         previous = seg
     return workflow
+
+
+def _settings_desc(cfg: WorkflowConfig) -> str:
+    """The methods sentence that lets a reader repeat the run."""
+    repeat = (
+        "so a rerun with these settings on the same machine gives identical outputs"
+        if cfg.registration_threads == 1
+        else "more than one, so registrations, and the outputs that depend on them, can "
+        "differ slightly between runs"
+    )
+    return (
+        f"Processing used random seed {cfg.seed}. ANTs registrations ran with "
+        f"{cfg.registration_threads} ITK thread(s), {repeat}; N4 ran with {cfg.omp_nthreads} "
+        f"thread(s) and the network on {cfg.device} in {cfg.precision} arithmetic with "
+        f"{cfg.omp_nthreads} thread(s)."
+    )
 
 
 _SUBJECT_SPACE_DESC = (

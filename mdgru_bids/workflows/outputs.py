@@ -15,6 +15,19 @@ if TYPE_CHECKING:
     from mdgru_bids.workflows.base import WorkflowConfig
 
 
+def run_settings(cfg: WorkflowConfig) -> dict[str, object]:
+    """What a rerun must repeat to give the same outputs, for the image sidecars."""
+    return {
+        "RandomSeed": cfg.seed,
+        "RegistrationThreads": cfg.registration_threads,
+        "Deterministic": cfg.registration_threads == 1,
+        "N4Threads": cfg.omp_nthreads,
+        "NetworkThreads": cfg.omp_nthreads,
+        "NetworkDevice": cfg.device,
+        "NetworkPrecision": cfg.precision,
+    }
+
+
 class Sinks:
     """Adds data sinks to a participant workflow, with sidecars that link each output to the
     files it was made from (BIDS URIs: ``bids:raw:`` inputs, ``bids::`` our own outputs)."""
@@ -34,6 +47,7 @@ class Sinks:
         entities = [k for k in ("from", "to", "mode") if k in inputs]
         if "data_dtype" in inputs:  # images: always .nii.gz, whatever the step wrote
             inputs["compress"] = True
+            inputs.update(run_settings(self.cfg))
         sink = pe.Node(
             DerivativesDataSink(
                 base_directory=str(self.cfg.derivatives_dir),

@@ -37,11 +37,7 @@ def init_training_case_wf(
     anat.inputs.inputnode.t1w = str(session.t1w) if use_t1w else None
     anat.inputs.inputnode.template = str(template.t1w)
     anat.inputs.inputnode.template_mask = str(template.brain_mask)
-    space = pe.Node(
-        SubjectSpace(random_seed=seed, num_threads=omp_nthreads),
-        name="subject_space",
-        n_procs=omp_nthreads,
-    )
+    space = pe.Node(SubjectSpace(random_seed=seed), name="subject_space")  # one thread: repeats
     workflow.connect([
         (anat, space, [("outputnode.flair_preproc", "in_files"),
                        ("outputnode.brain_mask", "in_masks")]),

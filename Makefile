@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # The CPU build of torch goes in first, so no CUDA wheels are pulled by the dependencies.
 TORCH ?= torch==2.13.0
 
-.PHONY: install test bench demo lint clean
+.PHONY: install test bench demo lint clean container-test
 
 install: $(VENV)/.installed
 
@@ -59,5 +59,10 @@ demo: install
 	$(DEMO_ENV) $(VENV)/bin/mdgru-bids $(DEMO)/bids $(DEMO)/out group
 	@echo "Reports: $(abspath $(DEMO))/out/sub-01.html and $(abspath $(DEMO))/out/group.html"
 
+# The CPU image built with podman on a debootstrapped Debian and a participant run in it (root,
+# podman, runc, debootstrap; about XX minutes, so not part of `make test`).
+container-test: install
+	tests/container_test.sh
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build wheelhouse *.egg-info

@@ -40,7 +40,7 @@ def test_graph_builds_for_any_number_of_sessions(
     cfg = WorkflowConfig(
         bids_dir=Path("/data"), derivatives_dir=tmp_path, model=tiny_model,
         model_inputs=("FLAIR", "T1w") if t1w else ("FLAIR",),
-        template=resolve_template("MNI152NLin2009cAsym"),
+        template=resolve_template("MNI152NLin2009cAsym", tmp_path / "templates"),
     )  # fmt: skip
     workflow = init_single_subject_wf(_subject(n_sessions, t1w), cfg)
     graph = workflow._create_flat_graph()  # validates every connection

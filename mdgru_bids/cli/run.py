@@ -148,7 +148,9 @@ def run_participants(
         device = str(resolve_device(args.device))
     except (ValueError, RuntimeError) as err:
         raise UsageError(f"--device {args.device}: {err}") from None
-    template = resolve_template(args.template)
+    template = resolve_template(args.template, work_dir / "templates", args.template_resolution)
+    if template.fallback:
+        log.warning(template.fallback)
     plugin, plugin_args = plugin_settings(args)
     from mdgru_bids.workflows.base import WorkflowConfig
 
@@ -179,7 +181,7 @@ def run_participants(
             subject, cfg, work_dir, output_dir, plugin, plugin_args, args.write_graph
         )
         (all_sessions,) = collect_subjects(layout, [subject.label], None, queries)
-        write_report(output_dir, all_sessions)
+        write_report(output_dir, all_sessions, work_dir / "templates")
         if not succeeded:
             failed.append(subject.label)
             if args.stop_on_first_crash:
@@ -194,12 +196,14 @@ def run_participants(
     return EXIT_OK
 
 
-def write_report(output_dir: Path, subject: Subject) -> None:
+def write_report(output_dir: Path, subject: Subject, templates: Path) -> None:
     """The participant's report from what is now in OUTPUT_DIR (``subject`` with all of its
-    sessions: the report shows every session with outputs, whichever a run selected)."""
+    sessions: the report shows every session with outputs, whichever a run selected); an
+    embedded template it shows is built in ``templates``."""
     from mdgru_bids.reports.participant import participant_report
 
-    log.info("sub-%s: report %s", subject.label, participant_report(output_dir, subject))
+    path = participant_report(output_dir, subject, templates)
+    log.info("sub-%s: report %s", subject.label, path)
 
 
 def selected_participants(args: argparse.Namespace, bids_dir: Path) -> list[Subject]:
@@ -225,7 +229,7 @@ def run_reports(args: argparse.Namespace, bids_dir: Path, output_dir: Path) -> i
             f"no participant outputs in {output_dir}: run the participant level first"
         )
     for subject in subjects:
-        write_report(output_dir, subject)
+        write_report(output_dir, subject, args.work_dir.resolve() / "templates")
     return EXIT_OK
 
 
@@ -234,7 +238,9 @@ def run_group(args: argparse.Namespace, bids_dir: Path, output_dir: Path) -> int
     from mdgru_bids.group.study import group_analysis
     from mdgru_bids.reports.group import group_report
 
-    study = group_analysis(output_dir, selected_participants(args, bids_dir), args.template)
+    subjects = selected_participants(args, bids_dir)
+    templates = args.work_dir.resolve() / "templates"
+    study = group_analysis(output_dir, subjects, args.template, templates)
     log.info("group report %s", group_report(study))
     return EXIT_OK
 
@@ -355,7 +361,7 @@ def run_subject(
         shutil.rmtree(staging, ignore_errors=True)
         return False
     published = publish(staging, output_dir)
-    write_boilerplate(output_dir, subject.label, boilerplate(workflow, cfg.template.name))
+    write_boilerplate(output_dir, subject.label, boilerplate(workflow, cfg.template))
     log.info("sub-%s: %d derivative files written", subject.label, len(published))
     return True
 

@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--precision", default="auto", choices=["auto", "float32", "bfloat16", "float16"]
     )
-    parser.add_argument("--template", default="MNI152NLin2009cAsym")
+    parser.add_argument("--template", help="as for mdgru-bids (default: the same)")
     parser.add_argument("--random-seed", type=int, default=0)
     parser.add_argument("--skip-bids-validation", action="store_true")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -167,7 +167,9 @@ def _main(argv: Sequence[str] | None) -> int:
             validate_bids(bids_dir)
         labels = args.participant_label if i == 0 else None
         sessions += labelled_sessions(bids_dir, labels_dir, labels, args.inputs)
-    template = resolve_template(args.template)
+    template = resolve_template(args.template, args.work_dir.resolve() / "templates")
+    if template.fallback:
+        log.warning(template.fallback)
     threads = args.omp_nthreads or args.nprocs
     torch.set_num_threads(threads)
 

@@ -138,6 +138,19 @@ def resolve_template(name: str | None, cache: Path, resolution: int = 1) -> Temp
     return embedded_template(cache, resolution, fallback)
 
 
+def keep_templateflow_offline(cache: Path) -> None:
+    """Point TEMPLATEFLOW_HOME at ``cache``, which holds the embedded template in TemplateFlow's
+    layout, where it is unset or an empty folder.
+
+    templateflow, which niworkflows imports, fills such a home (~/.cache/templateflow when
+    unset) with its skeleton on import, and fails where that is read-only (a container's home
+    or image); a populated home it leaves alone. Call before niworkflows is imported.
+    """
+    home = os.environ.get("TEMPLATEFLOW_HOME")
+    if not (home and Path(home).is_dir() and any(Path(home).iterdir())):
+        os.environ["TEMPLATEFLOW_HOME"] = str(cache)
+
+
 def coarsen(img: nib.Nifti1Image, step: int, mask: bool = False) -> nib.Nifti1Image:
     """Every ``step``-th voxel of an image after an anti-aliasing blur; a mask stays a mask
     (where the blurred mask is at least 0.5)."""

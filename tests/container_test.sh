@@ -46,7 +46,7 @@ echo "wheels ready after ${SECONDS}s"
 
 step "build $IMAGE"
 start=$SECONDS
-"${PODMAN[@]}" build -q --build-arg BASE_IMAGE="$BASE" --build-arg TORCH_SOURCE="$WHEELS" \
+"${PODMAN[@]}" build -q --format docker --build-arg BASE_IMAGE="$BASE" --build-arg TORCH_SOURCE="$WHEELS" \
     --build-arg PIP_SOURCE="$WHEELS" --build-arg TEMPLATE= --build-arg REVISION="$(git rev-parse HEAD)" \
     -t "$IMAGE" . >/dev/null
 echo "image built in $((SECONDS - start))s, $(podman image inspect "$IMAGE" --format '{{.Size}}' | awk '{printf "%.0f MB", $1 / 1e6}')"

@@ -144,7 +144,7 @@ def test_singularity_def_parses_and_matches_the_docker_image() -> None:
         assert option in help_text, option
 
 
-def _namespaces_allowed() -> str | None:
+def namespaces_allowed() -> str | None:
     if shutil.which("unshare") is None:
         return "unshare is not installed"
     probe = subprocess.run(["unshare", "--net", "--mount", "true"], capture_output=True, text=True)
@@ -170,7 +170,7 @@ def test_participant_and_group_run_offline_on_a_read_only_system_without_templat
     """As on a fresh compute node in the container: no network, read-only image and home, and
     no TEMPLATEFLOW_HOME: the default template falls back to the embedded one, which is built
     in the work folder, and every output, log and report says so."""
-    why = _namespaces_allowed()
+    why = namespaces_allowed()
     if why:
         pytest.skip(why)
     out, work, tmp, home = (tmp_path / name for name in ("out", "work", "tmp", "home"))

@@ -13,6 +13,7 @@ import os
 os.environ.setdefault("NIPYPE_NO_ET", "1")  # no telemetry: compute nodes have no network
 
 import argparse
+import errno
 import json
 import logging
 import shutil
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING
 from mdgru_bids.cli.common import (
     EXIT_OK,
     EXIT_PROCESSING,
+    AppError,
     BadDataError,
     InvalidBIDSError,
     MissingInputError,
@@ -126,7 +128,7 @@ def run_participants(
     from mdgru_bids.derivatives import init_derivatives
     from mdgru_bids.lesions.change import ChangeThresholds
     from mdgru_bids.model.inference import resolve_device
-    from mdgru_bids.templates import resolve_template
+    from mdgru_bids.templates import keep_templateflow_offline, resolve_template
 
     if not args.skip_bids_validation:
         validate_bids(bids_dir)
@@ -151,6 +153,8 @@ def run_participants(
     template = resolve_template(args.template, work_dir / "templates", args.template_resolution)
     if template.fallback:
         log.warning(template.fallback)
+    if template.embedded:
+        keep_templateflow_offline(work_dir / "templates")
     plugin, plugin_args = plugin_settings(args)
     from mdgru_bids.workflows.base import WorkflowConfig
 
@@ -360,10 +364,26 @@ def run_subject(
         log.error("sub-%s failed: %s", subject.label, str(err).splitlines()[0])
         shutil.rmtree(staging, ignore_errors=True)
         return False
-    published = publish(staging, output_dir)
+    try:
+        published = publish(staging, output_dir)
+    except OSError as err:
+        raise AppError(_publish_error(err, subject.label, staging, output_dir)) from None
     write_boilerplate(output_dir, subject.label, boilerplate(workflow, cfg.template))
     log.info("sub-%s: %d derivative files written", subject.label, len(published))
     return True
+
+
+def _publish_error(err: OSError, label: str, staging: Path, output_dir: Path) -> str:
+    """One line on why sub-X's outputs could not be published, and what to do about it."""
+    text = f"cannot publish sub-{label}'s outputs into OUTPUT_DIR {output_dir}: {err.strerror}"
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        size = sum(p.stat().st_size for p in staging.rglob("*") if p.is_file()) / 1e6
+        text += (
+            f"; none of them was written. Free {size:.0f} MB there or choose another "
+            "OUTPUT_DIR, then run again with the same work folder (-w): finished steps are "
+            "not repeated"
+        )
+    return text
 
 
 if __name__ == "__main__":

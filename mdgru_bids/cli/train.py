@@ -151,7 +151,7 @@ def _main(argv: Sequence[str] | None) -> int:
     from mdgru_bids.model.inference import resolve_device
     from mdgru_bids.model.network import build_network
     from mdgru_bids.model.training import CheckpointError, TrainConfig, train
-    from mdgru_bids.templates import resolve_template
+    from mdgru_bids.templates import keep_templateflow_offline, resolve_template
 
     datasets = [(args.bids_dir, args.labels_dir)] + [tuple(map(Path, d)) for d in args.add_dataset]
     datasets = [(b.resolve(), lab.resolve()) for b, lab in datasets]
@@ -167,9 +167,12 @@ def _main(argv: Sequence[str] | None) -> int:
             validate_bids(bids_dir)
         labels = args.participant_label if i == 0 else None
         sessions += labelled_sessions(bids_dir, labels_dir, labels, args.inputs)
-    template = resolve_template(args.template, args.work_dir.resolve() / "templates")
+    templates = args.work_dir.resolve() / "templates"
+    template = resolve_template(args.template, templates)
     if template.fallback:
         log.warning(template.fallback)
+    if template.embedded:
+        keep_templateflow_offline(templates)
     threads = args.omp_nthreads or args.nprocs
     torch.set_num_threads(threads)
 

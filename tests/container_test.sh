@@ -18,6 +18,8 @@ BASE=localhost/debian-minbase:bookworm
 IMAGE=localhost/mdgru-bids:test-cpu
 # crun fails where the host's cgroups are in hybrid mode; runc works
 PODMAN=(podman --runtime runc)
+# podman's default limits are above what runc may set here ("error setting rlimit")
+LIMITS=(--ulimit "nofile=$(ulimit -Sn):$(ulimit -Hn)" --ulimit nproc=4096:4096)
 TORCH=$(sed -n 's/^TORCH ?= //p' Makefile)
 VALIDATOR=$(sed -n 's/^ARG BIDS_VALIDATOR_VERSION=//p' Dockerfile)
 WHEELS="--no-index --find-links /src/wheelhouse"
@@ -41,7 +43,8 @@ fi
 echo "base ready after ${SECONDS}s"
 
 step "wheels for $TORCH (CPU), mdgru-bids and its dependencies"
-"$PY" -m pip wheel -q -w wheelhouse "$TORCH" "setuptools>=68" wheel . "bids-validator-deno==$VALIDATOR"
+"$PY" -m pip wheel -q -w wheelhouse "$TORCH" "setuptools>=68" wheel . "bids-validator-deno==$VALIDATOR" \
+    >"$WORK/wheels.log" 2>&1 || { tail -20 "$WORK/wheels.log"; fail "pip wheel"; }
 echo "wheels ready after ${SECONDS}s"
 
 step "build $IMAGE"
@@ -57,7 +60,7 @@ rm -rf "$WORK/bids" "$WORK/out" "$WORK/work"
 mkdir -p "$WORK/out" "$WORK/work"
 chown 1001:1001 "$WORK/out" "$WORK/work"  # the image's user
 BINDS=(-v "$WORK/bids:/data:ro" -v "$WORK/out:/out" -v "$WORK/work:/work" --tmpfs /tmp)
-run() { "${PODMAN[@]}" run --rm --network none "${BINDS[@]}" "$IMAGE" "$@"; }
+run() { "${PODMAN[@]}" run --rm --network none "${LIMITS[@]}" "${BINDS[@]}" "$IMAGE" "$@"; }
 
 step "--version and a bad call"
 version=$(run --version)
@@ -71,7 +74,8 @@ code=0; run /nowhere /out participant -w /work 2>"$WORK/bad.err" || code=$?
 step "participant level, no network, as user 1001"
 start=$SECONDS
 # a named container, kept until `podman diff` has listed what it wrote into the image
-"${PODMAN[@]}" run --name mdgru-bids-test --network none "${BINDS[@]}" "$IMAGE" \
+podman rm -f mdgru-bids-test >/dev/null 2>&1 || true
+"${PODMAN[@]}" run --name mdgru-bids-test --network none "${LIMITS[@]}" "${BINDS[@]}" "$IMAGE" \
     /data /out participant -w /work --nprocs 2 --omp-nthreads 1 --template-resolution 2 \
     >"$WORK/participant.log" 2>&1 || { tail -20 "$WORK/participant.log"; podman rm -f mdgru-bids-test >/dev/null; fail "participant level"; }
 echo "participant level took $((SECONDS - start))s"

@@ -91,12 +91,14 @@ COPY --from=build /opt/venv /opt/venv
 COPY --from=build /opt/templateflow /opt/templateflow
 
 # No network at run time: TemplateFlow reads only the templates above, never updates, and
-# Nipype sends no telemetry. Caches go to /tmp, so the image itself can be read-only.
+# Nipype sends no telemetry. Caches (matplotlib's, the BIDS validator's Deno) go to /tmp, so
+# the image itself can be read-only.
 ENV PATH=/opt/venv/bin:$PATH \
     TEMPLATEFLOW_HOME=/opt/templateflow \
     TEMPLATEFLOW_AUTOUPDATE=0 \
     NIPYPE_NO_ET=1 \
     MPLCONFIGDIR=/tmp/matplotlib \
+    DENO_DIR=/tmp/deno \
     PYTHONDONTWRITEBYTECODE=1
 
 USER 1001:1001

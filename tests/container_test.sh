@@ -79,7 +79,8 @@ podman rm -f mdgru-bids-test >/dev/null 2>&1 || true
     /data /out participant -w /work --nprocs 2 --omp-nthreads 1 --template-resolution 2 \
     >"$WORK/participant.log" 2>&1 || { tail -20 "$WORK/participant.log"; podman rm -f mdgru-bids-test >/dev/null; fail "participant level"; }
 echo "participant level took $((SECONDS - start))s"
-changed=$(podman diff mdgru-bids-test)
+# all but the mount points podman made: the binds, and /etc for its hosts and hostname files
+changed=$(podman diff mdgru-bids-test | grep -v -x -e "A /data" -e "A /out" -e "A /work" -e "C /etc" || true)
 podman rm mdgru-bids-test >/dev/null
 [ -z "$changed" ] || fail "the run wrote into the image: $changed"
 grep -q "MNI152NLin2009cAsym is not in TEMPLATEFLOW_HOME" "$WORK/participant.log" \

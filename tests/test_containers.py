@@ -100,7 +100,7 @@ def test_dockerfile_builds_what_the_app_needs() -> None:
         final, "COPY"
     )
     assert env["TEMPLATEFLOW_AUTOUPDATE"] == "0" and env["NIPYPE_NO_ET"] == "1"
-    assert env["MPLCONFIGDIR"].startswith("/tmp/")
+    assert env["MPLCONFIGDIR"].startswith("/tmp/") and env["DENO_DIR"].startswith("/tmp/")
     (user,) = _args(final, "USER")
     assert user.split(":")[0] not in ("root", "0")
     (entrypoint,) = _args(final, "ENTRYPOINT")
@@ -136,7 +136,13 @@ def test_singularity_def_parses_and_matches_the_docker_image() -> None:
     assert f"org.opencontainers.image.version {__version__}" in recipe.labels
     environ = dict(line.split("=", 1) for line in recipe.environ)
     docker_env = _defaults(_instructions(ROOT / "Dockerfile")[-1], "ENV")
-    for key in ("TEMPLATEFLOW_HOME", "TEMPLATEFLOW_AUTOUPDATE", "NIPYPE_NO_ET", "MPLCONFIGDIR"):
+    for key in (
+        "TEMPLATEFLOW_HOME",
+        "TEMPLATEFLOW_AUTOUPDATE",
+        "NIPYPE_NO_ET",
+        "MPLCONFIGDIR",
+        "DENO_DIR",
+    ):
         assert environ[key] == docker_env[key], key
     assert recipe.test  # %test checks the image's templates
     help_text = text.split("%help", 1)[1]

@@ -57,7 +57,8 @@ demo: install
 	@echo "Reports: $(abspath $(DEMO))/out/sub-01.html and $(abspath $(DEMO))/out/group.html"
 
 # The CPU image built with podman on a debootstrapped Debian and a participant run in it (root,
-# podman, runc, debootstrap; about XX minutes, so not part of `make test`).
+# podman, runc, debootstrap; 18-20 minutes here on 2 loaded cores, so not part of `make test`
+# nor of .ci/run).
 container-test: install
 	tests/container_test.sh
 

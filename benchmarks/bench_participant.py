@@ -1,8 +1,9 @@
 """Wall time and peak memory of one participant run (printed figures, never asserted).
 
-A 1 mm phantom participant with two sessions, a 1 mm template from nilearn's MNI ICBM152 2009a
-(laid out as TEMPLATEFLOW_HOME), the default network (untrained unless --model is given), run
-through the installed command as a user would. Per-stage times come from Nipype's node results.
+A 1 mm phantom participant with two sessions, the embedded 1 mm template (nilearn's MNI ICBM152
+2009a, ``--template MNI152NLin2009aSym``), the default network (untrained unless --model is
+given), run through the installed command as a user would. Per-stage times come from Nipype's
+node results.
 
 Usage: python benchmarks/bench_participant.py [--resolution MM] [--model PATH] [--json FILE]
                                               [--multithreaded-registration]
@@ -21,12 +22,9 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
 import psutil
 import torch
 from nipype.utils.filemanip import loadpkl
-from scipy import ndimage
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -34,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from mdgru_bids.model.files import make_card, save_model  # noqa: E402
 from mdgru_bids.model.network import build_network, default_config  # noqa: E402
 from mdgru_bids.phantom import make_dataset  # noqa: E402
-from mdgru_bids.phantom.anatomy import TEMPLATE_FILE  # noqa: E402
+from mdgru_bids.templates import EMBEDDED_TEMPLATE  # noqa: E402
 
 #: Node name → stage, for the per-stage table.
 STAGES = {
@@ -46,25 +44,6 @@ STAGES = {
     "change_to_session": "resampling", "to_template": "template registration (affine+SyN)",
     "probseg_to_template": "resampling", "subject_mean": "resampling",
 }  # fmt: skip
-
-
-def template_home(folder: Path) -> Path:
-    """TEMPLATEFLOW_HOME with nilearn's 1 mm MNI template and a brain mask from its GM+WM."""
-    import nilearn
-
-    data = Path(nilearn.__file__).parent / "datasets" / "data"
-    t1 = nib.load(data / TEMPLATE_FILE.format("t1"))
-    gm = nib.load(data / TEMPLATE_FILE.format("gm")).get_fdata()
-    wm = nib.load(data / TEMPLATE_FILE.format("wm")).get_fdata()
-    brain = ndimage.binary_dilation(ndimage.binary_fill_holes((gm + wm) / 255 > 0.5), iterations=2)
-    tpl = folder / "tpl-MNI152NLin2009cAsym"
-    tpl.mkdir(parents=True)
-    nib.save(t1, tpl / "tpl-MNI152NLin2009cAsym_res-01_T1w.nii.gz")
-    nib.save(
-        nib.Nifti1Image(brain.astype(np.uint8), t1.affine),
-        tpl / "tpl-MNI152NLin2009cAsym_res-01_desc-brain_mask.nii.gz",
-    )
-    return folder
 
 
 def watch_memory(proc: subprocess.Popen, every: float = 0.5) -> tuple[float, float]:
@@ -106,7 +85,6 @@ def main() -> None:
         bids = make_dataset(
             tmp / "bids", participants=1, sessions=2, seed=5, resolution=args.resolution
         )
-        home = template_home(tmp / "templateflow")
         model = args.model
         if model is None:
             torch.manual_seed(0)
@@ -131,11 +109,12 @@ def main() -> None:
             str(args.nprocs),
             "--omp-nthreads",
             str(args.nprocs),
+            "--template",
+            EMBEDDED_TEMPLATE,
         ] + (["--multithreaded-registration"] if args.multithreaded_registration else [])
-        env = os.environ | {"TEMPLATEFLOW_HOME": str(home)}
         start = time.perf_counter()
         with tempfile.TemporaryFile("w+") as err:
-            proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=err)
+            proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
             peak_one, peak_all = watch_memory(proc)
             wall = time.perf_counter() - start
             if proc.returncode != 0:

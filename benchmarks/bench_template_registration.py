@@ -28,7 +28,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_participant import template_home  # noqa: E402
 from mdgru_bids.interfaces.ants import (  # noqa: E402
     LINEAR_ITERATIONS,
     SYN_ITERATIONS,
@@ -43,6 +42,7 @@ from mdgru_bids.nifti import save_like  # noqa: E402
 from mdgru_bids.phantom.acquisition import sample  # noqa: E402
 from mdgru_bids.phantom.anatomy import load_anatomy  # noqa: E402
 from mdgru_bids.phantom.simulate import acquire_session, make_subject  # noqa: E402
+from mdgru_bids.templates import embedded_template  # noqa: E402
 
 #: name -> (linear iterations per level 8-4-2-1x shrink, SyN iterations per level 8-4-2-1x)
 SETTINGS = {
@@ -154,9 +154,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        tpl = template_home(folder / "templateflow") / "tpl-MNI152NLin2009cAsym"
-        fixed = tpl / "tpl-MNI152NLin2009cAsym_res-01_T1w.nii.gz"
-        mask = tpl / "tpl-MNI152NLin2009cAsym_res-01_desc-brain_mask.nii.gz"
+        template = embedded_template(folder / "templates")
+        fixed, mask = template.t1w, template.brain_mask
         t1w, brain = phantom_t1w(folder, args.resolution)
         brain_file = save_like(brain, nib.load(t1w), folder / "brain.nii.gz", np.uint8)
         corrected = (

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from mdgru_bids import __version__
-from mdgru_bids.atomic import TEMP_PREFIX, TEMP_SUFFIX, replacing
+from mdgru_bids.atomic import TEMP_PREFIX, TEMP_SUFFIX, replacing, replacing_all
 from mdgru_bids.lesions.change import CHANGE_LABELS
 
 BIDS_VERSION = "1.10.0"
@@ -83,18 +83,18 @@ def init_derivatives(output_dir: Path, bids_dir: Path) -> None:
 def publish(staging: Path, output_dir: Path) -> list[Path]:
     """Move a finished participant's files from the staging folder into the output folder.
 
-    Each file is copied beside its destination and renamed over it, so no output is ever
-    half-written; the staging folder is removed afterwards. A copy left behind by a run killed
-    while publishing (a hidden temporary file: only this participant's job writes these names)
-    is removed first.
+    Every file is first copied beside its destination, then all are renamed over theirs: no
+    output is ever half-written, and when a copy fails (a full disk) none is published. The
+    staging folder is removed afterwards. A copy left behind by a run killed while publishing
+    (a hidden temporary file: only this participant's job writes these names) is removed first.
     """
-    published = []
-    for src in sorted(p for p in staging.rglob("*") if p.is_file()):
-        dest = output_dir / src.relative_to(staging)
+    sources = sorted(p for p in staging.rglob("*") if p.is_file())
+    published = [output_dir / src.relative_to(staging) for src in sources]
+    for dest in published:
         for stale in dest.parent.glob(f"{TEMP_PREFIX}{dest.name}.*{TEMP_SUFFIX}"):
             stale.unlink(missing_ok=True)
-        with replacing(dest) as tmp:
+    with replacing_all(published) as tmps:
+        for src, tmp in zip(sources, tmps, strict=True):
             shutil.copyfile(src, tmp)
-        published.append(dest)
     shutil.rmtree(staging)
     return published

@@ -52,41 +52,16 @@ def tiny_model_flair(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def mni_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A 3 mm brain template from nilearn's packaged MNI ICBM152 2009a: (T1w, brain mask).
-
-    The mask is grey + white matter above 0.5, holes (ventricles) filled, dilated by 2 mm
-    towards the intracranial surface. Small, so template registrations in tests are fast.
-    """
-    from importlib import resources
-
+    """A 3 mm brain template: the embedded one (nilearn's MNI ICBM152 2009a), downsampled,
+    as (T1w, brain mask). Small, so template registrations in tests are fast."""
     import nibabel as nib
-    import numpy as np
-    from scipy import ndimage
 
-    from mdgru_bids.phantom.anatomy import TEMPLATE_FILE
+    from mdgru_bids.templates import coarsen, icbm152_brain_mask, icbm152_map
 
-    step = 3  # voxels of the 1 mm template per output voxel
-
-    def load(name: str) -> tuple[np.ndarray, np.ndarray]:
-        path = resources.files("nilearn") / "datasets" / "data" / TEMPLATE_FILE.format(name)
-        with resources.as_file(path) as real:
-            img = nib.load(real)
-            return img.get_fdata(dtype=np.float32), img.affine
-
-    def downsample(volume: np.ndarray) -> np.ndarray:
-        smooth = ndimage.gaussian_filter(volume.astype(np.float32), 0.4 * np.sqrt(step**2 - 1))
-        return smooth[::step, ::step, ::step]
-
-    t1, affine = load("t1")
-    gm, _ = load("gm")
-    wm, _ = load("wm")
-    brain = ndimage.binary_fill_holes((gm + wm) / 255.0 > 0.5)
-    brain = ndimage.binary_dilation(brain, iterations=2)
     out = tmp_path_factory.mktemp("mni")
-    coarse = affine @ np.diag([step, step, step, 1.0])
     t1_path, mask_path = out / "tpl-MNI_T1w.nii.gz", out / "tpl-MNI_desc-brain_mask.nii.gz"
-    nib.save(nib.Nifti1Image(downsample(t1), coarse), t1_path)
-    nib.save(nib.Nifti1Image((downsample(brain) >= 0.5).astype(np.uint8), coarse), mask_path)
+    nib.save(coarsen(icbm152_map("t1"), 3), t1_path)
+    nib.save(coarsen(icbm152_brain_mask(), 3, mask=True), mask_path)
     return t1_path, mask_path
 
 

@@ -223,13 +223,27 @@ def test_unknown_model_name_lists_the_bundled_ones(capsys, bids: Path, tmp_path:
     )
 
 
-def test_missing_template_exits_66_and_says_how_to_fetch(
-    capsys, bids: Path, tmp_path: Path, tiny_model: Path, monkeypatch
+@pytest.mark.parametrize("name", ["MNI152NLin2009cAsym", "MNI152NLin6Asym"])
+def test_named_template_not_on_disk_exits_66_naming_both_fixes(
+    capsys, bids: Path, tmp_path: Path, tiny_model: Path, monkeypatch, name: str
 ) -> None:
+    """Named explicitly, a template is never swapped for the embedded one behind the user's
+    back: the error says how to fetch it and how to use the embedded one instead."""
     monkeypatch.setenv("TEMPLATEFLOW_HOME", str(tmp_path / "empty_tf"))
     _fails_cleanly(
-        capsys, 66, bids, tmp_path / "out", "--model", tiny_model, match="TEMPLATEFLOW_HOME"
-    )
+        capsys, 66, bids, tmp_path / "out", "--model", tiny_model, "--template", name,
+        match=(name, "TEMPLATEFLOW_HOME", "t.get(", "--template MNI152NLin2009aSym"),
+    )  # fmt: skip
+
+
+def test_embedded_template_has_no_3_mm(
+    capsys, bids: Path, tmp_path: Path, tiny_model: Path, monkeypatch
+) -> None:
+    monkeypatch.delenv("TEMPLATEFLOW_HOME", raising=False)
+    _fails_cleanly(
+        capsys, 66, bids, tmp_path / "out", "--model", tiny_model, "--template-resolution", "3",
+        match=("MNI152NLin2009aSym", "res-03"),
+    )  # fmt: skip
 
 
 def test_bids_filter_file_must_be_valid(capsys, bids: Path, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ import pytest
 from mdgru_bids.collect import Session, Subject
 from mdgru_bids.templates import resolve_template
 from mdgru_bids.workflows.base import WorkflowConfig, init_single_subject_wf
+from tests.test_containers import namespaces_allowed
 
 
 def _subject(n_sessions: int, t1w: bool) -> Subject:
@@ -45,7 +46,7 @@ def test_graph_builds_for_any_number_of_sessions(
     cfg = WorkflowConfig(
         bids_dir=Path("/data"), derivatives_dir=tmp_path, model=tiny_model,
         model_inputs=("FLAIR", "T1w") if t1w else ("FLAIR",),
-        template=resolve_template("MNI152NLin2009cAsym"),
+        template=resolve_template("MNI152NLin2009cAsym", tmp_path / "templates"),
     )  # fmt: skip
     workflow = init_single_subject_wf(_subject(n_sessions, t1w), cfg)
     graph = workflow._create_flat_graph()  # validates every connection
@@ -221,6 +222,51 @@ def test_rerun_with_the_same_work_dir_resumes(participant_run, templateflow_home
     ]  # data sinks always run, by design
     assert recomputed == []
     assert (out / "sub-01" / "ses-02" / "anat" / "sub-01_ses-02_label-lesion_mask.nii.gz").is_file()
+
+
+# Inside a new mount namespace: OUTPUT_DIR on a 1.5 MB file system (the participant's outputs
+# take more), the app run, then a copy of what it left there, for the test to look at.
+SMALL_DISK = """
+mount -t tmpfs -o size=1536k tmpfs "$SMALL" || exit 99
+"$@"
+code=$?
+cp -a "$SMALL/." "$KEPT"
+exit $code
+"""
+
+
+def test_full_output_disk_is_one_line_and_publishes_nothing(
+    participant_run, templateflow_home: Path, tmp_path: Path
+) -> None:
+    """A real full disk (tmpfs) while publishing; the work folder resumes, so this is quick."""
+    why = namespaces_allowed()
+    if why:
+        pytest.skip(why)
+    out, _, argv = participant_run
+    small, kept = tmp_path / "small", tmp_path / "kept"
+    small.mkdir()
+    kept.mkdir()
+    argv = [str(small) if arg == str(out) else arg for arg in argv]
+    env = {"TEMPLATEFLOW_HOME": str(templateflow_home), "PATH": "/usr/bin:/bin",
+           "SMALL": str(small), "KEPT": str(kept)}  # fmt: skip
+    done = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", SMALL_DISK, "sh", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        f"mdgru-bids: error: cannot publish sub-01's outputs into OUTPUT_DIR {small}: No space "
+        "left on device; none of them was written."
+    ), last
+    assert "choose another OUTPUT_DIR" in last and "same work folder (-w)" in last
+    left = [p.relative_to(kept) for p in kept.rglob("*")]
+    assert (kept / "dataset_description.json").is_file()
+    assert not [p for p in left if p.parts[0] == "sub-01" or p.name.endswith(".tmp")], left
 
 
 def test_single_session_flair_only_run_with_a_plugin_file(

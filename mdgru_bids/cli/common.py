@@ -59,12 +59,19 @@ class Parser(argparse.ArgumentParser):
 def run_command(
     prog: str, body: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None
 ) -> int:
-    """Run a command body; an AppError becomes one line on stderr and its exit code."""
+    """Run a command body; an AppError becomes one line on stderr and its exit code, and so
+    does an OSError, which the machine, not the app, causes (a full disk, a permission, a lost
+    mount): exit 1, with the traceback only in the -v log."""
     try:
         return body(argv)
     except AppError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return err.code
+    except OSError as err:
+        logging.getLogger("mdgru_bids").debug("%s failed", prog, exc_info=True)
+        where = f": {err.filename}" if err.filename else ""
+        print(f"{prog}: error: {err.strerror or err}{where}", file=sys.stderr)
+        return EXIT_PROCESSING
 
 
 def configure_logging(verbose: bool) -> None:

@@ -126,8 +126,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model.add_argument(
         "--template",
-        default="MNI152NLin2009cAsym",
-        help="TemplateFlow template for group statistics (default: MNI152NLin2009cAsym)",
+        metavar="NAME",
+        help="template for brain masks and group statistics: a TemplateFlow name found in "
+        "TEMPLATEFLOW_HOME, or MNI152NLin2009aSym (embedded, always there). Default: "
+        "MNI152NLin2009cAsym where TEMPLATEFLOW_HOME has it, else the embedded one; the group "
+        "level defaults to the template of the participant outputs",
+    )
+    model.add_argument(
+        "--template-resolution",
+        type=int,
+        default=1,
+        metavar="MM",
+        help="the template's resolution, TemplateFlow's res- (default: 1; the embedded "
+        "template has 1 and 2)",
     )
     model.add_argument(
         "--lesion-threshold",

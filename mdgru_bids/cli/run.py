@@ -13,6 +13,7 @@ import os
 os.environ.setdefault("NIPYPE_NO_ET", "1")  # no telemetry: compute nodes have no network
 
 import argparse
+import errno
 import json
 import logging
 import shutil
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING
 from mdgru_bids.cli.common import (
     EXIT_OK,
     EXIT_PROCESSING,
+    AppError,
     BadDataError,
     InvalidBIDSError,
     MissingInputError,
@@ -126,7 +128,7 @@ def run_participants(
     from mdgru_bids.derivatives import init_derivatives
     from mdgru_bids.lesions.change import ChangeThresholds
     from mdgru_bids.model.inference import resolve_device, resolve_precision
-    from mdgru_bids.templates import resolve_template
+    from mdgru_bids.templates import template_for_run
 
     if not args.skip_bids_validation:
         validate_bids(bids_dir)
@@ -149,7 +151,7 @@ def run_participants(
     except (ValueError, RuntimeError) as err:
         raise UsageError(f"--device {args.device}: {err}") from None
     precision = resolve_precision(device, args.precision)  # recorded as used, never "auto"
-    template = resolve_template(args.template)
+    template = template_for_run(args.template, work_dir, args.template_resolution)
     plugin, plugin_args = plugin_settings(args)
     from mdgru_bids.workflows.base import WorkflowConfig
 
@@ -182,7 +184,7 @@ def run_participants(
             subject, cfg, work_dir, output_dir, plugin, plugin_args, args.write_graph
         )
         (all_sessions,) = collect_subjects(layout, [subject.label], None, queries)
-        write_report(output_dir, all_sessions)
+        write_report(output_dir, all_sessions, work_dir / "templates")
         if not succeeded:
             failed.append(subject.label)
             if args.stop_on_first_crash:
@@ -197,12 +199,14 @@ def run_participants(
     return EXIT_OK
 
 
-def write_report(output_dir: Path, subject: Subject) -> None:
+def write_report(output_dir: Path, subject: Subject, templates: Path) -> None:
     """The participant's report from what is now in OUTPUT_DIR (``subject`` with all of its
-    sessions: the report shows every session with outputs, whichever a run selected)."""
+    sessions: the report shows every session with outputs, whichever a run selected); an
+    embedded template it shows is built in ``templates``."""
     from mdgru_bids.reports.participant import participant_report
 
-    log.info("sub-%s: report %s", subject.label, participant_report(output_dir, subject))
+    path = participant_report(output_dir, subject, templates)
+    log.info("sub-%s: report %s", subject.label, path)
 
 
 def selected_participants(args: argparse.Namespace, bids_dir: Path) -> list[Subject]:
@@ -228,7 +232,7 @@ def run_reports(args: argparse.Namespace, bids_dir: Path, output_dir: Path) -> i
             f"no participant outputs in {output_dir}: run the participant level first"
         )
     for subject in subjects:
-        write_report(output_dir, subject)
+        write_report(output_dir, subject, args.work_dir.resolve() / "templates")
     return EXIT_OK
 
 
@@ -237,7 +241,9 @@ def run_group(args: argparse.Namespace, bids_dir: Path, output_dir: Path) -> int
     from mdgru_bids.group.study import group_analysis
     from mdgru_bids.reports.group import group_report
 
-    study = group_analysis(output_dir, selected_participants(args, bids_dir), args.template)
+    subjects = selected_participants(args, bids_dir)
+    templates = args.work_dir.resolve() / "templates"
+    study = group_analysis(output_dir, subjects, args.template, templates)
     log.info("group report %s", group_report(study))
     return EXIT_OK
 
@@ -387,10 +393,26 @@ def run_subject(
         log.error("sub-%s failed: %s", subject.label, str(err).splitlines()[0])
         shutil.rmtree(staging, ignore_errors=True)
         return False
-    published = publish(staging, output_dir)
-    write_boilerplate(output_dir, subject.label, boilerplate(workflow, cfg.template.name))
+    try:
+        published = publish(staging, output_dir)
+    except OSError as err:
+        raise AppError(_publish_error(err, subject.label, staging, output_dir)) from None
+    write_boilerplate(output_dir, subject.label, boilerplate(workflow, cfg.template))
     log.info("sub-%s: %d derivative files written", subject.label, len(published))
     return True
+
+
+def _publish_error(err: OSError, label: str, staging: Path, output_dir: Path) -> str:
+    """One line on why sub-X's outputs could not be published, and what to do about it."""
+    text = f"cannot publish sub-{label}'s outputs into OUTPUT_DIR {output_dir}: {err.strerror}"
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        size = sum(p.stat().st_size for p in staging.rglob("*") if p.is_file()) / 1e6
+        text += (
+            f"; none of them was written. Free {size:.0f} MB there or choose another "
+            "OUTPUT_DIR, then run again with the same work folder (-w): finished steps are "
+            "not repeated"
+        )
+    return text
 
 
 if __name__ == "__main__":

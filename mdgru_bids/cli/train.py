@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from mdgru_bids.model.network import NetworkConfig
     from mdgru_bids.model.training import BatchSource, Case, History, TrainConfig
     from mdgru_bids.synth.anatomy import LabelAnatomy
+    from mdgru_bids.templates import Template
 
 log = logging.getLogger("mdgru_bids")
 
@@ -168,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--precision", default="auto", choices=["auto", "float32", "bfloat16", "float16"]
     )
-    parser.add_argument("--template", default="MNI152NLin2009cAsym")
+    parser.add_argument("--template", help="as for mdgru-bids (default: the same)")
     parser.add_argument("--random-seed", type=int, default=0)
     parser.add_argument("--skip-bids-validation", action="store_true")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -203,7 +204,12 @@ def _main(argv: Sequence[str] | None) -> int:
     torch.set_num_threads(threads)
 
     start = time.perf_counter()
-    files = prepare_cases(sessions, args, threads) if sessions else {}
+    files = {}
+    if sessions:
+        from mdgru_bids.templates import template_for_run
+
+        template = template_for_run(args.template, args.work_dir.resolve())
+        files = prepare_cases(sessions, args, template, threads)
     train_s, val_s = split(sessions, args.validation_fraction, args.random_seed)
     val_cases = [load_case(item, files[item.name], args) for item in val_s]
     source = batch_source(args, train_s, files)
@@ -453,17 +459,15 @@ def check_same_grid(label: Path, flair: Path) -> None:
 
 
 def prepare_cases(
-    sessions: list[LabelledSession], args: argparse.Namespace, threads: int
+    sessions: list[LabelledSession], args: argparse.Namespace, template: Template, threads: int
 ) -> dict[str, dict[str, str]]:
     """Run the preprocessing workflow (cached in the work folder): each case's image files."""
     from nipype import config as nipype_config
     from nipype.pipeline import engine as pe
 
     from mdgru_bids.cli.run import plugin_settings
-    from mdgru_bids.templates import resolve_template
     from mdgru_bids.workflows.training import case_files, init_training_case_wf
 
-    template = resolve_template(args.template)
     work_dir = args.work_dir.resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
     nipype_config.update_config({

@@ -4,6 +4,7 @@ the group figures, all written under ``OUT_DIR/group``."""
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,13 @@ from mdgru_bids.cli.common import MissingInputError
 from mdgru_bids.collect import Subject
 from mdgru_bids.group import plots
 from mdgru_bids.group.maps import lesion_frequency, write_frequency
-from mdgru_bids.group.outputs import Crash, SessionOutputs, crashes, find_sessions
+from mdgru_bids.group.outputs import (
+    Crash,
+    SessionOutputs,
+    crashes,
+    find_sessions,
+    template_transform,
+)
 from mdgru_bids.group.tables import (
     CHANGES_DICTIONARY,
     LESIONS_DICTIONARY,
@@ -22,7 +29,7 @@ from mdgru_bids.group.tables import (
     lesion_rows,
     write_table,
 )
-from mdgru_bids.templates import Template, resolve_template
+from mdgru_bids.templates import DEFAULT_TEMPLATE, Template, resolve_template
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +51,21 @@ class Study:
         return [label for label, sessions in self.sessions.items() if len(sessions) == 1]
 
 
-def group_analysis(output_dir: Path, subjects: list[Subject], template: str) -> Study:
-    """Tables, frequency map and figures from the participants' outputs in ``output_dir``."""
+def group_analysis(
+    output_dir: Path, subjects: list[Subject], template: str | None, templates: Path
+) -> Study:
+    """Tables, frequency map and figures from the participants' outputs in ``output_dir``.
+
+    ``template`` None: the template the participants' outputs are in. An embedded template
+    the figure shows is built in ``templates``.
+    """
     found = {s.label: find_sessions(output_dir, s) for s in subjects}
     sessions = {label: found[label] for label in found if found[label]}
     if not sessions:
         raise MissingInputError(
             f"no participant outputs in {output_dir}: run the participant level first"
         )
+    template = template or _template_of_outputs(output_dir, list(sessions))
     without = [label for label in found if label not in sessions]
     failed = {label: crashes(output_dir, label) for label in without}
     failed = {label: crash for label, crash in failed.items() if crash}
@@ -83,7 +97,7 @@ def group_analysis(output_dir: Path, subjects: list[Subject], template: str) -> 
         if np.any(image.dataobj):  # an empty map has nothing to show
             figures["frequency"] = plots.frequency_map(
                 image,
-                _template(template),
+                _template(template, templates),
                 group / "figures" / f"space-{template}_frequency.svg",
             )
     return Study(
@@ -91,9 +105,26 @@ def group_analysis(output_dir: Path, subjects: list[Subject], template: str) -> 
     )
 
 
-def _template(name: str) -> Template | None:
+def _template_of_outputs(output_dir: Path, labels: list[str]) -> str:
+    """The template most participants were brought into (the participant level may have fallen
+    back to the embedded one); the default where none was."""
+    used = Counter(found[0] for label in labels if (found := template_transform(output_dir, label)))
+    if not used:
+        return DEFAULT_TEMPLATE
+    name = used.most_common(1)[0][0]
+    if len(used) > 1:
+        log.warning(
+            "participants are in different templates (%s); the frequency map is in %s: pass "
+            "--template to choose, or re-run the others",
+            ", ".join(f"{n}: {count}" for n, count in used.items()),
+            name,
+        )
+    return name
+
+
+def _template(name: str, templates: Path) -> Template | None:
     try:
-        return resolve_template(name)
+        return resolve_template(name, templates)
     except MissingInputError as err:
         log.warning("the frequency map is shown without its template: %s", err)
         return None

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from importlib import resources
 
-import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
 
-TEMPLATE_FILE = "mni_icbm152_{}_tal_nlin_sym_09a_converted.nii.gz"
+from mdgru_bids.templates import icbm152_map
+
 PAD_MM = 16.0  # room around the template brain for skull, scalp and head motion
 SITES = ("periventricular", "deep", "juxtacortical", "infratentorial")
 # Shells outside the (smoothed) intracranial surface, in mm: CSF, then skull, then scalp.
@@ -55,12 +54,10 @@ class Anatomy:
 
 def _template(name: str) -> tuple[np.ndarray, np.ndarray]:
     """One of nilearn's packaged ICBM152 2009a maps as fractions in [0, 1], with its affine."""
-    path = resources.files("nilearn") / "datasets" / "data" / TEMPLATE_FILE.format(name)
-    with resources.as_file(path) as real:
-        img = nib.load(real)
-        if not np.allclose(img.affine[:3, :3], np.eye(3)):
-            raise RuntimeError(f"{real}: expected a 1 mm RAS grid, as nilearn ships it")
-        return img.get_fdata(dtype=np.float32) / 255.0, img.affine
+    img = icbm152_map(name)
+    if not np.allclose(img.affine[:3, :3], np.eye(3)):
+        raise RuntimeError(f"nilearn's ICBM152 {name} map: expected a 1 mm RAS grid")
+    return img.get_fdata(dtype=np.float32) / 255.0, img.affine
 
 
 def _to_work_grid(vol: np.ndarray, voxel_mm: float) -> np.ndarray:

@@ -10,25 +10,13 @@ import numpy as np
 import pandas as pd
 
 from mdgru_bids import __version__
+from mdgru_bids.templates import ICBM152_NOTICE as TEMPLATE_NOTICE
+from mdgru_bids.templates import ICBM152_REFERENCES as REFERENCES
+from mdgru_bids.templates import ICBM152_URL as TEMPLATE_URL
 
 BIDS_VERSION = "1.10.0"
 GENERATOR = "mdgru-bids-phantom"
 TRUTH_DIR = Path("derivatives") / "truth"
-REFERENCES = [
-    "Fonov VS, Evans AC, McKinstry RC, Almli CR, Collins DL. Unbiased nonlinear average "
-    "age-appropriate brain templates from birth to adulthood. NeuroImage 2009;47(Suppl 1):S102. "
-    "doi:10.1016/S1053-8119(09)70884-5",
-    "Fonov V, Evans AC, Botteron K, Almli CR, McKinstry RC, Collins DL. Unbiased average "
-    "age-appropriate atlases for pediatric studies. NeuroImage 2011;54(1):313-327. "
-    "doi:10.1016/j.neuroimage.2010.07.033",
-]
-TEMPLATE_URL = "https://www.bic.mni.mcgill.ca/ServicesAtlases/ICBM152NLin2009"
-TEMPLATE_NOTICE = (
-    "Anatomy derived from the MNI ICBM 152 nonlinear symmetric 2009a template, "
-    "Copyright (C) 1993-2009 Louis Collins, McConnell Brain Imaging Centre, Montreal "
-    "Neurological Institute, McGill University; used under its permissive licence, which "
-    "asks that this notice accompany copies."
-)
 # Nominal sequence parameters for the sidecars. The images are synthetic: where a field
 # names real hardware or a site, it says so rather than invent one.
 SEQUENCES = {

@@ -15,6 +15,7 @@ from nipype.pipeline.engine.utils import topological_sort
 
 from mdgru_bids import __version__
 from mdgru_bids.derivatives import write_atomic
+from mdgru_bids.templates import ICBM152_NOTICE, Template
 
 REFERENCES_HEADING = "### References"
 #: Each reference, keyed by the citation that calls it in the text.
@@ -68,15 +69,22 @@ def descriptions(workflow: pe.Workflow) -> list[str]:
     return [*found, post] if post and post not in found else found
 
 
-def boilerplate(workflow: pe.Workflow, template: str) -> str:
+def boilerplate(workflow: pe.Workflow, template: Template) -> str:
     """The methods text (Markdown) of a participant workflow, references included."""
-    cite_template = " (Fonov et al. 2009)" if template.startswith("MNI152NLin2009") else ""
+    cite = " (Fonov et al. 2009)" if template.name.startswith("MNI152NLin2009") else ""
+    if template.embedded:
+        source = (
+            "is the copy of the MNI ICBM152 2009a nonlinear symmetric template that mdgru-bids "
+            f"embeds (nilearn's packaged files; {ICBM152_NOTICE.rstrip('.')})"
+        )
+    else:
+        source = "came from TemplateFlow (Ciric et al. 2022)"
+    why = f" Template: {template.fallback}." if template.fallback else ""
     intro = (
         f"Results included in this report were generated with mdgru-bids {__version__}, "
         f"built on Nipype {version('nipype')} (Gorgolewski et al. 2011), ANTsPy "
         f"{version('antspyx')} (Tustison et al. 2021) and PyTorch {version('torch')} (Paszke et "
-        f"al. 2019). The {template} template{cite_template} came from TemplateFlow (Ciric et al. "
-        "2022)."
+        f"al. 2019). The {template.name} template{cite} {source}.{why}"
     )
     paragraphs = [intro, *descriptions(workflow)]
     text = "\n".join(paragraphs)

@@ -8,6 +8,7 @@ and any crash of the participant's latest run. Figures go to ``sub-X/figures/``.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -36,8 +37,9 @@ BRAIN = "desc-brain_mask.nii.gz"
 TO_SUBJECT = "from-FLAIR_to-subject_mode-image_xfm.txt"
 
 
-def participant_report(output_dir: Path, subject: Subject) -> Path:
-    """Write ``sub-X.html`` and its figures; returns the report's path."""
+def participant_report(output_dir: Path, subject: Subject, templates: Path) -> Path:
+    """Write ``sub-X.html`` and its figures; returns the report's path. ``templates``: where
+    the embedded template is built if the outputs are in it."""
     label = subject.label
     sessions = find_sessions(output_dir, subject)
     figures_dir = output_dir / f"sub-{label}" / "figures"
@@ -60,7 +62,7 @@ def participant_report(output_dir: Path, subject: Subject) -> Path:
         sessions=panels,
         t1w=any(s.path("space-FLAIR_desc-preproc_T1w.nii.gz").is_file() for s in sessions),
         table=_table(sessions),
-        template=_template_check(output_dir, label, sessions, figures_dir),
+        template=_template_check(output_dir, label, sessions, figures_dir, templates),
         methods=methods,
         references=references,
         crashes=crashes(output_dir, label, after=published_at(sessions)),
@@ -104,7 +106,11 @@ def _session_panel(
 
 
 def _template_check(
-    output_dir: Path, label: str, sessions: list[SessionOutputs], figures_dir: Path
+    output_dir: Path,
+    label: str,
+    sessions: list[SessionOutputs],
+    figures_dir: Path,
+    templates: Path,
 ) -> dict | None:
     """The first session's edges over the template, or why there are none."""
     found = template_transform(output_dir, label)
@@ -112,7 +118,7 @@ def _template_check(
         return None
     name, to_template = found
     try:
-        template = resolve_template(name)
+        template = resolve_template(name, templates)
     except MissingInputError as err:
         log.warning("sub-%s: no template figure: %s", label, err)
         return {"name": name, "missing": str(err)}
@@ -129,7 +135,14 @@ def _template_check(
         nib.load(template.brain_mask),
         figures_dir / f"{first.name}_space-{name}_desc-norm_FLAIR.svg",
     )
-    return {"name": name, "session": first.name, "figure": _link(figure, output_dir)}
+    sidecar = first.path(f"space-{name}_label-lesion_probseg.json")
+    return {
+        "name": name,
+        "session": first.name,
+        "figure": _link(figure, output_dir),
+        # how the outputs were made (which template, and why), as their sidecar says
+        "about": json.loads(sidecar.read_text()).get("Description") if sidecar.is_file() else None,
+    }
 
 
 def _link(path: Path, root: Path) -> str:

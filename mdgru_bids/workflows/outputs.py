@@ -73,8 +73,15 @@ class Sinks:
             **{"from": "subject", "to": self.cfg.template.name},
         )
 
+    def template_description(self) -> str:
+        """What a template-space output is, and which template it is in (and why)."""
+        template = self.cfg.template
+        text = f"Lesion probability resampled into the {template.name} template ({template.origin})"
+        return text + (f"; {template.fallback}" if template.fallback else "")
+
     def session(self, session, anat, seg, table, pick, to_template, use_t1w: bool) -> None:
         tag = session.tag
+        template = self.cfg.template
         flair = self._raw(session.flair)  # every unqualified output is on this grid
         preproc = self._ours(session, "desc-preproc_FLAIR.nii.gz")
         probseg = self._ours(session, "label-lesion_probseg.nii.gz")
@@ -102,9 +109,9 @@ class Sinks:
             ("to_subject", pick, "out",
              dict(suffix="xfm", mode="image", **{"from": "FLAIR", "to": "subject"})),
             ("template_probseg", to_template, "out_file",
-             dict(space=self.cfg.template.name, label="lesion", suffix="probseg",
-                  data_dtype="float32", Sources=[probseg],
-                  Description="Lesion probability resampled into the template")),
+             dict(space=template.name, label="lesion", suffix="probseg",
+                  data_dtype="float32", Sources=[probseg], SpatialReference=template.uri,
+                  Description=self.template_description())),
         ]  # fmt: skip
         if use_t1w:
             outputs.append(

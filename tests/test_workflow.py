@@ -105,18 +105,20 @@ def _elsewhere(argv: list[str], out: Path, work: Path) -> list[str]:
 
 
 def _h5_datasets(path: Path) -> bytes:
-    """An HDF5 file's datasets, by name (the file itself also stamps each object's time)."""
+    """An HDF5 file's datasets, by name (the file itself also stamps each object's time;
+    string datasets are Python objects, compared by value, not by their addresses)."""
     import h5py
 
     parts: list[bytes] = []
+
+    def add(name: str, obj: object) -> None:
+        if isinstance(obj, h5py.Dataset):
+            value = np.asarray(obj[()])
+            data = repr(value.tolist()).encode() if value.dtype.kind == "O" else value.tobytes()
+            parts.append(name.encode() + data)
+
     with h5py.File(path, "r") as h5:
-        h5.visititems(
-            lambda name, obj: (
-                parts.append(name.encode() + np.asarray(obj[()]).tobytes())
-                if isinstance(obj, h5py.Dataset)
-                else None
-            )
-        )
+        h5.visititems(add)
     return b"".join(parts)
 
 

@@ -37,12 +37,14 @@ def trained(
         mp.setenv("TEMPLATEFLOW_HOME", str(templateflow_home))
         assert main([*args, "--iterations", "6"]) == 0
         first_log = model.with_name("tiny_training.tsv").read_text().splitlines()
+        first_seconds = read_card(model)["training"]["training_seconds"]
         results = sorted((tmp / "work" / "training_data_wf").rglob("result_*.pklz"))
         mtimes = {p: p.stat().st_mtime_ns for p in results}
         assert main([*args, "--iterations", "12", "--resume"]) == 0
     return {
         "model": model,
         "first_log": first_log,
+        "first_seconds": first_seconds,
         "log": model.with_name("tiny_training.tsv").read_text().splitlines(),
         "cache_mtimes": mtimes,
         "work": tmp / "work",
@@ -128,6 +130,9 @@ def test_resume_continues_the_log_and_reuses_the_preprocessing(trained: dict) ->
     assert log[0].split("\t") == ["iteration", "loss", "validation_dice"]
     assert len(log) == 13  # header + 12 iterations
     assert log[:7] == trained["first_log"]  # the first 6 iterations were not redone
+    training = read_card(trained["model"])["training"]
+    assert training["training_seconds"] > trained["first_seconds"] > 0  # both calls' time
+    assert training["training_seconds"] > training["this_call_seconds"]
     assert trained["cache_mtimes"]  # the preprocessing ran as a cached Nipype workflow...
     for path, mtime in trained["cache_mtimes"].items():
         assert path.stat().st_mtime_ns == mtime  # ...and was not recomputed on the second run

@@ -570,8 +570,9 @@ def model_card(
 ) -> dict:
     """Card: inputs, normalisation, inference settings, and how the model was trained.
 
-    ``total_training_seconds`` adds the training time of the model this one started from,
-    so a fine-tuned model's card says what all of it cost.
+    ``training_seconds`` covers every call of a run resumed in pieces; ``total_training_seconds``
+    adds the training time of the model this one started from, so a fine-tuned model's card
+    says what all of it cost.
     """
     import torch
 
@@ -607,8 +608,9 @@ def model_card(
             "hardware": f"{platform.machine()}, {torch.get_num_threads()} threads",
             "torch": torch.__version__,
             "preprocessing_seconds": round(prep_s, 1),
-            "training_seconds": round(train_s, 1),
-            "total_training_seconds": round(train_s + _total_seconds(init), 1),
+            "training_seconds": round(history.seconds, 1),  # every call that trained it
+            "this_call_seconds": round(train_s, 1),
+            "total_training_seconds": round(history.seconds + _total_seconds(init), 1),
             "final_loss": float(np.mean(history.loss[-50:])) if history.loss else None,
             "synthetic": None
             if args.synth <= 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -80,6 +81,7 @@ class History:
     iteration: int = 0
     loss: list[float] = field(default_factory=list)
     validation: list[dict] = field(default_factory=list)
+    seconds: float = 0.0  # training time over every call that made these iterations
 
 
 def sample_batch(
@@ -230,6 +232,7 @@ def train(
     dtype = autocast_dtype(device, cfg.precision)
     bar = tqdm(total=cfg.iterations, initial=history.iteration, disable=not progress, unit="it")
     stop = min(cfg.iterations, until or cfg.iterations)
+    clock = time.perf_counter()
     for x, y in _batches(source, history.iteration, stop, cfg.workers):
         x, y = x.to(device), y.to(device)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
@@ -242,6 +245,8 @@ def train(
         optimiser.step()
         history.iteration += 1
         history.loss.append(loss.item())
+        now = time.perf_counter()
+        history.seconds, clock = history.seconds + now - clock, now
         bar.update(1)
         bar.set_postfix(loss=f"{history.loss[-1]:.3f}")
         if validation and history.iteration % cfg.validate_every == 0:

@@ -7,6 +7,8 @@
 # XS: the Lesjak et al. 2017 cross-sectional cases (CC-BY) with derivatives/manual masks.
 # OUT: models and work folders (checkpoints every 100 iterations; rerun a step to resume).
 # UNTIL: stop this call at that iteration and write the model so far (default: the end).
+# INIT (base only): start from this model file, e.g. training/pieces/base_flair.safetensors
+# where the base's checkpoint is not at hand.
 set -euo pipefail
 STEP=${1:?base, fold-c07, fold-c26 or flair}
 XS=${XS:-../shared/data/ms-crosssectional}
@@ -21,7 +23,7 @@ case $STEP in
   # Synthetic patches from the template anatomy alone: nothing from any real case, so every
   # leave-one-out fold may start from it.
   base) "$TRAIN" "$OUT/models/base_flair.safetensors" "${COMMON[@]}" --iterations 16000 \
-          -w "$OUT/work-base" --nprocs 2 ;;
+          -w "$OUT/work-base" --nprocs 2 ${INIT:+--init-model "$INIT"} ;;
   # Leave-one-out folds: the base fine-tuned with one real case (its anatomy, image and
   # lesions) and the template; scored on the other case by benchmarks/eval_models.py.
   fold-c07) "$TRAIN" "$XS" "$XS/derivatives/manual" "$OUT/models/flair_without_c07.safetensors" \

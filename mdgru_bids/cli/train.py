@@ -212,10 +212,6 @@ def _main(argv: Sequence[str] | None) -> int:
         files = prepare_cases(sessions, args, template, threads)
     train_s, val_s = split(sessions, args.validation_fraction, args.random_seed)
     val_cases = [load_case(item, files[item.name], args) for item in val_s]
-    source = batch_source(args, train_s, files)
-    prep_seconds = time.perf_counter() - start
-    log.info("%d labelled training and %d validation cases", len(train_s), len(val_s))
-
     cfg = TrainConfig(
         iterations=args.iterations,
         batch_size=args.batch_size,
@@ -228,6 +224,10 @@ def _main(argv: Sequence[str] | None) -> int:
         validation_patch_size=(args.inference_patch_size,) * 3,
         workers=args.workers if args.workers is not None else int(args.synth > 0),
     )
+    source = batch_source(args, cfg, train_s, files)
+    prep_seconds = time.perf_counter() - start
+    log.info("%d labelled training and %d validation cases", len(train_s), len(val_s))
+
     checkpoint = args.work_dir.resolve() / "train" / f"{model_out.stem}_checkpoint.safetensors"
     if checkpoint.exists() and not args.resume:
         log.info(
@@ -312,34 +312,29 @@ def build_network_seeded(config: NetworkConfig, seed: int) -> torch.nn.Module:
 
 
 def batch_source(
-    args: argparse.Namespace, sessions: list[LabelledSession], files: dict[str, dict]
+    args: argparse.Namespace,
+    cfg: TrainConfig,
+    sessions: list[LabelledSession],
+    files: dict[str, dict],
 ) -> BatchSource:
     """Synthetic + augmented real patches (mdgru_bids.synth), or real ones lightly augmented."""
-    from mdgru_bids.model.training import CaseBatches, TrainConfig
+    from mdgru_bids.model.training import CaseBatches
 
     if args.synth <= 0:
         cases = [load_case(item, files[item.name], args) for item in sessions]
         if not cases:
             raise NothingSelectedError("no labelled session is left for training")
-        cfg = TrainConfig(
-            batch_size=args.batch_size,
-            patch_size=(max(args.patch_size),) * 3,
-            lesion_fraction=args.lesion_fraction,
-            seed=args.random_seed,
-        )
         return CaseBatches(cases, cfg)
     from mdgru_bids.synth.anatomy import template_anatomy
     from mdgru_bids.synth.sampler import PatchSampler, SynthBatches, SynthConfig
 
     anatomies = [] if args.no_template_anatomy else [template_anatomy()]
     anatomies += [load_label_anatomy(item, files[item.name], args) for item in sessions]
-    cfg = SynthConfig(
-        modalities=tuple(args.inputs),
-        synth_p=args.synth,
-        lesion_centre_p=args.lesion_fraction,
+    synth = SynthConfig(
+        modalities=tuple(args.inputs), synth_p=args.synth, lesion_centre_p=cfg.lesion_fraction
     )
     return SynthBatches(
-        PatchSampler(anatomies, cfg), args.batch_size, tuple(args.patch_size), args.random_seed
+        PatchSampler(anatomies, synth), cfg.batch_size, tuple(args.patch_size), cfg.seed
     )
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy.spatial.transform import Rotation
 
-from mdgru_bids.synth.appearance import GM, LESION, WM
+from mdgru_bids.synth.appearance import GM, LESION, WM, smooth_field
 
 SITE_BITS = {"periventricular": 1, "deep": 2, "juxtacortical": 4, "infratentorial": 8}
 SITE_P = {"periventricular": 0.35, "deep": 0.25, "juxtacortical": 0.25, "infratentorial": 0.15}
@@ -133,8 +133,6 @@ def _band(
 ) -> np.ndarray:
     """Confluent periventricular caps and bands: white matter within a rippling distance of
     the ventricles, over a random share of their surface; thicker for heavier loads."""
-    from mdgru_bids.synth.appearance import smooth_field
-
     thick = rng.uniform(2.0, 3.0 + 9.0 * np.clip(np.log10(load / 2.0) / 1.6, 0, 1))
     ripple = smooth_field(labels.shape, 0.35, rng).numpy()
     sector = smooth_field(labels.shape, 1.0, rng).numpy() > rng.uniform(-0.6, 0.9)

@@ -24,10 +24,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mdgru_bids.model.inference import autocast_dtype, sliding_window  # noqa: E402
+from mdgru_bids.model.compute import autocast_dtype  # noqa: E402
+from mdgru_bids.model.inference import sliding_window  # noqa: E402
 from mdgru_bids.model.mdgru import MDGRU  # noqa: E402
+from mdgru_bids.model.mdgru_reference import oracle_forward  # noqa: E402
 from mdgru_bids.model.network import CONFIGS, build_network, count_parameters  # noqa: E402
-from tests.mdgru_oracle import oracle_forward  # noqa: E402
 
 BRAIN = (160, 192, 160)
 

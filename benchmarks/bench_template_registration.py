@@ -28,20 +28,18 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mdgru_bids.interfaces.ants import (  # noqa: E402
-    LINEAR_ITERATIONS,
-    SYN_ITERATIONS,
-    TEMPLATE_LINEAR_ITERATIONS,
-    TEMPLATE_SYN_ITERATIONS,
-    ApplyTransforms,
-    N4BiasCorrection,
-    Register,
-)
+from mdgru_bids.interfaces.ants import ApplyTransforms, N4BiasCorrection, Register  # noqa: E402
 from mdgru_bids.lesions.metrics import dice  # noqa: E402
 from mdgru_bids.nifti import save_like  # noqa: E402
 from mdgru_bids.phantom.acquisition import sample  # noqa: E402
 from mdgru_bids.phantom.anatomy import load_anatomy  # noqa: E402
 from mdgru_bids.phantom.simulate import acquire_session, make_subject  # noqa: E402
+from mdgru_bids.registration import (  # noqa: E402
+    LINEAR_ITERATIONS,
+    SYN_ITERATIONS,
+    TEMPLATE_LINEAR_ITERATIONS,
+    TEMPLATE_SYN_ITERATIONS,
+)
 from mdgru_bids.templates import embedded_template  # noqa: E402
 
 #: name -> (linear iterations per level 8-4-2-1x shrink, SyN iterations per level 8-4-2-1x)

@@ -40,8 +40,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mdgru_bids.evaluation import evaluate, find_pairs  # noqa: E402
+from mdgru_bids.io_spec import OUTPUTS  # noqa: E402
 from mdgru_bids.lesions.change import ENLARGING, NEW, RESOLVED, SHRINKING  # noqa: E402
-from mdgru_bids.lesions.components import label_lesions  # noqa: E402
+from mdgru_bids.lesions.components import MIN_LESION_MM3, label_lesions  # noqa: E402
 from mdgru_bids.lesions.metrics import (  # noqa: E402
     ANY_OVERLAP,
     SIZE_BINS_MM3,
@@ -92,12 +93,12 @@ def baseline_mask(z: np.ndarray, threshold: float, min_voxels: int) -> np.ndarra
 
 def session_images(mask_path: Path) -> tuple[np.ndarray, np.ndarray, float, int]:
     """The preprocessed FLAIR and brain mask published beside a lesion mask, the voxel volume
-    and the bundled models' minimum lesion size (10 mm³) in voxels."""
-    stem = str(mask_path).removesuffix("_label-lesion_mask.nii.gz")
-    flair = ants.image_read(f"{stem}_desc-preproc_FLAIR.nii.gz")
-    brain = ants.image_read(f"{stem}_desc-brain_mask.nii.gz").numpy() > 0
+    and the bundled models' minimum lesion size in voxels."""
+    stem = str(mask_path).removesuffix(OUTPUTS["lesion_mask"].stem())
+    flair = ants.image_read(stem + OUTPUTS["preproc_flair"].stem())
+    brain = ants.image_read(stem + OUTPUTS["brain_mask"].stem()).numpy() > 0
     voxel = float(np.prod(flair.spacing))
-    return flair.numpy(), brain, voxel, max(1, int(np.ceil(10.0 / voxel)))
+    return flair.numpy(), brain, voxel, max(1, int(np.ceil(MIN_LESION_MM3 / voxel)))
 
 
 def choose_baseline_threshold(pairs: list) -> tuple[float, dict]:
@@ -233,7 +234,7 @@ def longitudinal_scores(data: Path, out: Path) -> dict:
     """The later session's change map in the common space against the experts' change mask."""
     scores = {}
     for sub in sorted(p.name for p in (data / "derivatives" / "reference").glob("sub-*")):
-        later = sorted((out / sub).glob(f"ses-*/anat/{sub}_ses-*_desc-lesionchange_dseg.nii.gz"))
+        later = sorted((out / sub).glob(f"ses-*/anat/{sub}_ses-*_{OUTPUTS['change_dseg'].stem()}"))
         change = ants.image_read(str(later[-1]))
         session = later[-1].name.split("_")[1]
         rows = {

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +15,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from mdgru_bids.cli.common import (
+from mdgru_bids.errors import (
     BadDataError,
     InvalidBIDSError,
     MissingInputError,
@@ -187,3 +190,28 @@ def check_image(path: Path) -> None:
         raise BadDataError(f"{path} contains NaN or infinite values: fix or re-export the image")
     if not np.any(data):
         raise BadDataError(f"{path} is empty (all zeros): re-export the image")
+
+
+def validate_bids(bids_dir: Path) -> None:
+    """Run the BIDS validator (bids-validator-deno); any error stops the run (exit 16)."""
+    exe = shutil.which("bids-validator-deno") or str(
+        Path(sys.executable).parent / "bids-validator-deno"
+    )
+    if not Path(exe).exists():
+        log.warning("bids-validator-deno is not installed; the input was not validated")
+        return
+    out = subprocess.run([exe, "--json", str(bids_dir)], capture_output=True, text=True)
+    try:
+        issues = json.loads(out.stdout)["issues"]["issues"]
+    except (json.JSONDecodeError, KeyError):
+        raise InvalidBIDSError(
+            f"the BIDS validator could not read {bids_dir}: {out.stderr.strip()[:200]}"
+        ) from None
+    errors = [i for i in issues if i.get("severity") == "error"]
+    if errors:
+        first = errors[0]
+        raise InvalidBIDSError(
+            f"{bids_dir} is not valid BIDS: {len(errors)} error(s), first {first['code']} at "
+            f"{first.get('location', '?')} (run bids-validator-deno {bids_dir} for all, or "
+            "pass --skip-bids-validation)"
+        )

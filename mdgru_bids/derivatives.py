@@ -14,23 +14,10 @@ from pathlib import Path
 
 from mdgru_bids import __version__
 from mdgru_bids.atomic import TEMP_PREFIX, TEMP_SUFFIX, replacing, replacing_all
+from mdgru_bids.io_spec import BIDSIGNORE, OUTPUTS
 from mdgru_bids.lesions.change import CHANGE_LABELS
 
 BIDS_VERSION = "1.10.0"
-#: Files our derivatives hold that BIDS has no name for.
-BIDSIGNORE = [
-    "*_table.tsv",
-    "*_table.json",
-    "*_xfm.txt",
-    "*_xfm.h5",
-    # folders without a trailing slash: with one, bids-validator-deno still flags the folder
-    "logs",
-    "*.html",
-    "sub-*/figures",
-    "group",
-]
-
-
 README = """\
 Derivatives of mdgru-bids: multiple-sclerosis lesion segmentation with Multi-Dimensional
 Gated Recurrent Units (Andermatt et al. 2016, 2017) and lesion change between consecutive
@@ -77,7 +64,7 @@ def init_derivatives(output_dir: Path, bids_dir: Path) -> None:
     rows = ["index\tname\tabbreviation"] + [
         f"{index}\t{name}\t{name[:3].upper()}" for index, name in CHANGE_LABELS.items()
     ]
-    write_atomic(output_dir / "desc-lesionchange_dseg.tsv", "\n".join(rows) + "\n")
+    write_atomic(OUTPUTS["change_labels"].dataset_file(output_dir), "\n".join(rows) + "\n")
 
 
 def publish(staging: Path, output_dir: Path) -> list[Path]:

@@ -25,7 +25,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from mdgru_bids.cli.common import BadDataError, MissingInputError, NothingSelectedError
+from mdgru_bids.errors import BadDataError, MissingInputError, NothingSelectedError
+from mdgru_bids.io_spec import OUTPUTS
 from mdgru_bids.lesions.change import ENLARGING, NEW
 from mdgru_bids.lesions.metrics import (
     DetectionRule,
@@ -76,8 +77,14 @@ class MapFile:
         return data != 0 if self.labels is None else np.isin(data, self.labels)
 
 
-LESION_MASK = MapFile("mask", "label", "lesion")
-CHANGE_DSEG = MapFile("dseg", "desc", "lesionchange", (NEW, ENLARGING))
+def _our(role: str, labels: tuple[int, ...] | None = None) -> MapFile:
+    """The map file of one of our outputs, as io_spec names it (one entity besides suffix)."""
+    ((entity, value),) = OUTPUTS[role].entities
+    return MapFile(OUTPUTS[role].suffix, entity, value, labels)
+
+
+LESION_MASK = _our("lesion_mask")
+CHANGE_DSEG = _our("change_dseg", (NEW, ENLARGING))
 NEW_LESION_MASK = MapFile("mask", "label", "newlesion")
 #: Per map: the prediction's file kinds, and the truth's in order of preference.
 MAPS = {

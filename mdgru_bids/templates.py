@@ -23,7 +23,7 @@ import numpy as np
 from scipy import ndimage
 
 from mdgru_bids.atomic import replacing
-from mdgru_bids.cli.common import AppError, MissingInputError
+from mdgru_bids.errors import AppError, MissingInputError
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from mdgru_bids.cli.parser import build_parser
-from mdgru_bids.cli.run import choose_model, main
-from mdgru_bids.model.files import BUNDLED, DEFAULT_MODEL, bundled_model
+from mdgru_bids.cli.run import main
+from mdgru_bids.model.files import BUNDLED, DEFAULT_MODEL, bundled_model, choose_model
 
 
 def _tree_digest(root: Path) -> str:

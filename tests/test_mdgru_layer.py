@@ -7,7 +7,7 @@ import torch
 
 from mdgru_bids.model import mdgru
 from mdgru_bids.model.mdgru import DIRECTIONS, MDGRU, _direction_groups
-from tests.mdgru_oracle import oracle_forward
+from mdgru_bids.model.mdgru_reference import oracle_forward
 
 
 def _layer(c: int = 2, hidden: int = 4, k: int = 3, seed: int = 0) -> MDGRU:

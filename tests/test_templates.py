@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from mdgru_bids.cli.common import AppError, MissingInputError
+from mdgru_bids.errors import AppError, MissingInputError
 from mdgru_bids.templates import (
     DEFAULT_TEMPLATE,
     EMBEDDED_TEMPLATE,

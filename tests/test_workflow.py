@@ -18,8 +18,11 @@ import psutil
 import pytest
 
 from mdgru_bids.collect import Session, Subject
+from mdgru_bids.io_spec import OUTPUTS
 from mdgru_bids.templates import resolve_template
-from mdgru_bids.workflows.base import WorkflowConfig, init_single_subject_wf
+from mdgru_bids.workflows.base import init_single_subject_wf
+from mdgru_bids.workflows.config import WorkflowConfig
+from mdgru_bids.workflows.outputs import CHANGE_ROLES, SESSION_ROLES, init_session_outputs_wf
 from tests.test_containers import namespaces_allowed
 
 
@@ -51,14 +54,60 @@ def test_graph_builds_for_any_number_of_sessions(
     workflow = init_single_subject_wf(_subject(n_sessions, t1w), cfg)
     graph = workflow._create_flat_graph()  # validates every connection
     names = {node.fullname.split(".", 1)[1] for node in graph.nodes()}
+    nodes = [name.rsplit(".", 1)[-1] for name in names]
     for i in range(1, n_sessions + 1):
         assert f"lesion_seg_ses_{i:02d}_wf.segment" in names
         assert (f"anat_preproc_ses_{i:02d}_wf.t1w_to_flair" in names) == t1w
-    changes = sorted(n for n in names if n.startswith("lesion_change_"))
-    assert changes == [f"lesion_change_ses_{i:02d}" for i in range(2, n_sessions + 1)]
-    sinks = [n for n in names if n.startswith("ds_")]
+    changes = sorted(n.split(".")[0] for n in names if n.endswith(".lesion_change"))
+    assert changes == [f"lesion_change_ses_{i:02d}_wf" for i in range(2, n_sessions + 1)]
+    sinks = [n for n in nodes if n.startswith("ds_")]
     per_session = 8 if t1w else 7
     assert len(sinks) == 1 + per_session * n_sessions + 2 * (n_sessions - 1)
+
+
+def test_the_outputs_stage_runs_alone_and_names_files_by_the_table(
+    templateflow_home: Path, tiny_model: Path, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("TEMPLATEFLOW_HOME", str(templateflow_home))
+    out = tmp_path / "out"
+    cfg = WorkflowConfig(
+        bids_dir=Path("/data"), derivatives_dir=out, model=tiny_model, model_inputs=("FLAIR",),
+        template=resolve_template("MNI152NLin2009cAsym", tmp_path / "templates"),
+    )  # fmt: skip
+    subject = _subject(2, False)
+    first, second = subject.sessions
+    workflow = init_session_outputs_wf(cfg, subject, second, first, False, name="outputs_wf")
+    workflow.base_dir = str(tmp_path / "work")
+    image = nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4))
+    for role in SESSION_ROLES + CHANGE_ROLES:
+        path = tmp_path / f"{role}{OUTPUTS[role].extension}"
+        if OUTPUTS[role].dtype:
+            nib.save(image, path)
+        else:
+            path.write_text("x\n")
+        setattr(workflow.inputs.inputnode, role, str(path))
+    workflow.run()
+
+    template = cfg.template.name
+    written = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    for role in SESSION_ROLES + CHANGE_ROLES:
+        assert OUTPUTS[role].relpath("01", "02", template=template).as_posix() in written
+    with_json = [r for r in SESSION_ROLES + CHANGE_ROLES if OUTPUTS[r].dtype or OUTPUTS[r].sidecar]
+    assert len(written) == len(SESSION_ROLES + CHANGE_ROLES) + len(with_json)  # nothing else
+    mask = json.loads(
+        (out / OUTPUTS["lesion_mask"].relpath("01", "02")).with_suffix("").with_suffix(".json")
+        .read_text()
+    )  # fmt: skip
+    assert mask["Sources"] == [OUTPUTS["probseg"].uri("01", "02")]
+    assert mask["Threshold"] == cfg.threshold and mask["Type"] == "Lesion"
+    change = json.loads(
+        (out / OUTPUTS["change_dseg"].relpath("01", "02")).with_suffix("").with_suffix(".json")
+        .read_text()
+    )  # fmt: skip
+    assert change["Sources"] == [
+        OUTPUTS["probseg"].uri("01", "01"),
+        OUTPUTS["probseg"].uri("01", "02"),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -336,7 +385,7 @@ def test_a_run_killed_mid_workflow_resumes_to_the_same_outputs(
     env = {"TEMPLATEFLOW_HOME": str(templateflow_home), "PATH": "/usr/bin:/bin"}
     seen: set[str] = set()
     run = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    midway = work / "sub_01_wf" / "subject_space"
+    midway = work / "sub_01_wf" / "subject_space_wf" / "subject_space"
     deadline = time.monotonic() + 1800
     while not list(midway.glob("result_*.pklz")):
         assert run.poll() is None, "the run ended before it could be killed"

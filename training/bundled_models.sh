@@ -9,6 +9,7 @@
 # UNTIL: stop this call at that iteration and write the model so far (default: the end).
 # INIT (base only): start from this model file, e.g. training/pieces/base_flair.safetensors
 # where the base's checkpoint is not at hand.
+# ITERATIONS: the length of this step's learning-rate schedule (base 16000, others 4000).
 set -euo pipefail
 STEP=${1:?base, fold-c07, fold-c26 or flair}
 XS=${XS:-../shared/data/ms-crosssectional}
@@ -22,19 +23,19 @@ mkdir -p "$OUT/models"
 case $STEP in
   # Synthetic patches from the template anatomy alone: nothing from any real case, so every
   # leave-one-out fold may start from it.
-  base) "$TRAIN" "$OUT/models/base_flair.safetensors" "${COMMON[@]}" --iterations 16000 \
+  base) "$TRAIN" "$OUT/models/base_flair.safetensors" "${COMMON[@]}" --iterations "${ITERATIONS:-16000}" \
           -w "$OUT/work-base" --nprocs 2 ${INIT:+--init-model "$INIT"} ;;
   # Leave-one-out folds: the base fine-tuned with one real case (its anatomy, image and
   # lesions) and the template; scored on the other case by benchmarks/eval_models.py.
   fold-c07) "$TRAIN" "$XS" "$XS/derivatives/manual" "$OUT/models/flair_without_c07.safetensors" \
           --participant-label c26 --init-model "$OUT/models/base_flair.safetensors" \
-          "${COMMON[@]}" --iterations 4000 -w "$OUT/work-fold-c07" --nprocs 2 ;;
+          "${COMMON[@]}" --iterations "${ITERATIONS:-4000}" -w "$OUT/work-fold-c07" --nprocs 2 ;;
   fold-c26) "$TRAIN" "$XS" "$XS/derivatives/manual" "$OUT/models/flair_without_c26.safetensors" \
           --participant-label c07 --init-model "$OUT/models/base_flair.safetensors" \
-          "${COMMON[@]}" --iterations 4000 -w "$OUT/work-fold-c26" --nprocs 2 ;;
+          "${COMMON[@]}" --iterations "${ITERATIONS:-4000}" -w "$OUT/work-fold-c26" --nprocs 2 ;;
   # The shipped FLAIR model: the base fine-tuned with both real cases.
   flair) "$TRAIN" "$XS" "$XS/derivatives/manual" "$OUT/models/mdgru_flair.safetensors" \
           --init-model "$OUT/models/base_flair.safetensors" \
-          "${COMMON[@]}" --iterations 4000 -w "$OUT/work-flair" --nprocs 2 ;;
+          "${COMMON[@]}" --iterations "${ITERATIONS:-4000}" -w "$OUT/work-flair" --nprocs 2 ;;
   *) echo "unknown step $STEP" >&2; exit 64 ;;
 esac

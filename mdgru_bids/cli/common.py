@@ -1,4 +1,5 @@
-"""What every mdgru-bids command shares: BIDS-Apps exit codes and one-line errors."""
+"""What every mdgru-bids command shares: argument errors as exit 64, and one-line errors
+(the errors and codes themselves live in :mod:`mdgru_bids.errors`)."""
 
 from __future__ import annotations
 
@@ -7,45 +8,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-# BIDS-Apps execution specification.
-EXIT_OK = 0
-EXIT_PROCESSING = 1
-EXIT_INVALID_BIDS = 16
-EXIT_UNKNOWN_LEVEL = 17
-EXIT_NOTHING_SELECTED = 18
-EXIT_USAGE = 64
-EXIT_BAD_DATA = 65
-EXIT_MISSING_INPUT = 66
-
-
-class AppError(Exception):
-    """An error the user can fix: printed as one line, exits with ``code``."""
-
-    code = EXIT_PROCESSING
-
-
-class UsageError(AppError):
-    code = EXIT_USAGE
-
-
-class BadDataError(AppError):
-    code = EXIT_BAD_DATA
-
-
-class MissingInputError(AppError):
-    code = EXIT_MISSING_INPUT
-
-
-class InvalidBIDSError(AppError):
-    code = EXIT_INVALID_BIDS
-
-
-class NothingSelectedError(AppError):
-    code = EXIT_NOTHING_SELECTED
-
-
-class UnknownLevelError(AppError):
-    code = EXIT_UNKNOWN_LEVEL
+from mdgru_bids.errors import EXIT_PROCESSING, EXIT_USAGE, AppError
 
 
 class Parser(argparse.ArgumentParser):

@@ -7,6 +7,10 @@ from pathlib import Path
 
 from mdgru_bids import __version__
 from mdgru_bids.cli.common import Parser
+from mdgru_bids.lesions.change import ChangeThresholds
+from mdgru_bids.model.compute import DEFAULT_DEVICE, DEFAULT_PRECISION, PRECISIONS
+
+CHANGE = ChangeThresholds()  # the defaults
 
 
 def _positive_int(text: str) -> int:
@@ -96,13 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     perf.add_argument(
         "--device",
-        default="auto",
+        default=DEFAULT_DEVICE,
         help="where the network runs: auto, cpu, cuda or cuda:N (default: auto)",
     )
     perf.add_argument(
         "--precision",
-        default="auto",
-        choices=["auto", "float32", "bfloat16", "float16"],
+        default=DEFAULT_PRECISION,
+        choices=PRECISIONS,
         help="network arithmetic (default: bfloat16 where the hardware has it)",
     )
     perf.add_argument(
@@ -155,16 +159,17 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--min-change-volume",
         type=float,
-        default=15.0,
+        default=CHANGE.min_change_mm3,
         metavar="MM3",
-        help="smallest volume change that makes a lesion enlarging or shrinking (default: 15 mm³)",
+        help="smallest volume change that makes a lesion enlarging or shrinking "
+        f"(default: {CHANGE.min_change_mm3:g} mm³)",
     )
     model.add_argument(
         "--min-change-fraction",
         type=float,
-        default=0.25,
+        default=CHANGE.min_change_fraction,
         metavar="F",
-        help="... and as a fraction of its earlier volume (default: 0.25)",
+        help=f"... and as a fraction of its earlier volume (default: {CHANGE.min_change_fraction})",
     )
 
     other = parser.add_argument_group("other")

@@ -8,7 +8,8 @@ import sys
 from collections.abc import Sequence
 
 from mdgru_bids import __version__
-from mdgru_bids.cli.common import EXIT_USAGE, Parser
+from mdgru_bids.cli.common import Parser
+from mdgru_bids.errors import EXIT_USAGE
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,28 +14,23 @@ os.environ.setdefault("NIPYPE_NO_ET", "1")  # no telemetry: compute nodes have n
 
 import argparse
 import errno
-import json
 import logging
 import shutil
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mdgru_bids.cli.common import (
+from mdgru_bids.cli.common import configure_logging, run_command
+from mdgru_bids.cli.parser import build_parser
+from mdgru_bids.errors import (
     EXIT_OK,
     EXIT_PROCESSING,
     AppError,
-    BadDataError,
-    InvalidBIDSError,
     MissingInputError,
     UnknownLevelError,
     UsageError,
-    configure_logging,
-    run_command,
 )
-from mdgru_bids.cli.parser import build_parser
 
 if TYPE_CHECKING:
     from mdgru_bids.collect import Subject
@@ -96,39 +91,22 @@ def check_paths(args: argparse.Namespace, processing: bool) -> tuple[Path, Path,
     return bids_dir, output_dir, work_dir
 
 
-def validate_bids(bids_dir: Path) -> None:
-    """Run the BIDS validator (bids-validator-deno); any error stops the run (exit 16)."""
-    exe = shutil.which("bids-validator-deno") or str(
-        Path(sys.executable).parent / "bids-validator-deno"
-    )
-    if not Path(exe).exists():
-        log.warning("bids-validator-deno is not installed; the input was not validated")
-        return
-    out = subprocess.run([exe, "--json", str(bids_dir)], capture_output=True, text=True)
-    try:
-        issues = json.loads(out.stdout)["issues"]["issues"]
-    except (json.JSONDecodeError, KeyError):
-        raise InvalidBIDSError(
-            f"the BIDS validator could not read {bids_dir}: {out.stderr.strip()[:200]}"
-        ) from None
-    errors = [i for i in issues if i.get("severity") == "error"]
-    if errors:
-        first = errors[0]
-        raise InvalidBIDSError(
-            f"{bids_dir} is not valid BIDS: {len(errors)} error(s), first {first['code']} at "
-            f"{first.get('location', '?')} (run bids-validator-deno {bids_dir} for all, or "
-            "pass --skip-bids-validation)"
-        )
-
-
 def run_participants(
     args: argparse.Namespace, bids_dir: Path, output_dir: Path, work_dir: Path
 ) -> int:
-    from mdgru_bids.collect import check_image, collect_subjects, load_layout, read_filter_file
+    from mdgru_bids.collect import (
+        check_image,
+        collect_subjects,
+        load_layout,
+        read_filter_file,
+        validate_bids,
+    )
     from mdgru_bids.derivatives import init_derivatives
     from mdgru_bids.lesions.change import ChangeThresholds
-    from mdgru_bids.model.inference import resolve_device, resolve_precision
+    from mdgru_bids.model.compute import resolve_compute
+    from mdgru_bids.model.files import choose_model
     from mdgru_bids.templates import template_for_run
+    from mdgru_bids.workflows.execution import plugin_settings
 
     if not args.skip_bids_validation:
         validate_bids(bids_dir)
@@ -146,14 +124,10 @@ def run_participants(
                     f"the model {model_path.name} needs a T1w, and sub-{subject.label} "
                     f"ses-{session.label} has none: use a FLAIR-only model (--model flair)"
                 )
-    try:
-        device = resolve_device(args.device)
-    except (ValueError, RuntimeError) as err:
-        raise UsageError(f"--device {args.device}: {err}") from None
-    precision = resolve_precision(device, args.precision)  # recorded as used, never "auto"
+    device, precision = resolve_compute(args.device, args.precision)  # recorded as used
     template = template_for_run(args.template, work_dir, args.template_resolution)
-    plugin, plugin_args = plugin_settings(args)
-    from mdgru_bids.workflows.base import WorkflowConfig
+    plugin, plugin_args = plugin_settings(args.nipype_plugin_file, args.nprocs, args.mem_mb)
+    from mdgru_bids.workflows.config import WorkflowConfig
 
     init_derivatives(output_dir, bids_dir)
     _configure_nipype(output_dir, work_dir, args.stop_on_first_crash)
@@ -248,97 +222,6 @@ def run_group(args: argparse.Namespace, bids_dir: Path, output_dir: Path) -> int
     return EXIT_OK
 
 
-def choose_model(spec: str | None) -> tuple[Path, dict]:
-    """The model file to use and its card; one-line errors for missing or broken files.
-
-    ``spec`` is a bundled model's name, a model file, or None for the default bundled model
-    (the same for every participant and session, so results stay comparable).
-    """
-    from mdgru_bids.model.files import (
-        BUNDLED,
-        DEFAULT_MODEL,
-        ModelFileError,
-        bundled_model,
-        read_card,
-    )
-
-    spec = spec or DEFAULT_MODEL
-    if spec in BUNDLED:
-        path = bundled_model(spec)
-        if not path.is_file():
-            raise MissingInputError(
-                f"the bundled model {path.name} is not installed: pass --model PATH"
-            )
-    else:
-        path = Path(spec)
-    if not path.is_file():
-        raise MissingInputError(
-            f"model file {path} does not exist: check --model (or use a bundled model: "
-            f"{', '.join(BUNDLED)})"
-        )
-    path = path.resolve()  # the nodes run in their own folders
-    try:
-        return path, read_card(path)
-    except ModelFileError as err:
-        raise BadDataError(str(err)) from None
-
-
-def plugin_settings(args: argparse.Namespace) -> tuple[str, dict]:
-    """MultiProc with the requested resources, or whatever a --nipype-plugin-file says."""
-    if args.nipype_plugin_file is not None:
-        import yaml
-
-        try:
-            spec = yaml.safe_load(args.nipype_plugin_file.read_text())
-        except (OSError, yaml.YAMLError) as err:
-            raise UsageError(f"--nipype-plugin-file {args.nipype_plugin_file}: {err}") from None
-        if not isinstance(spec, dict) or "plugin" not in spec:
-            raise UsageError(
-                f"--nipype-plugin-file {args.nipype_plugin_file} needs a 'plugin' key "
-                "(and optionally 'plugin_args')"
-            )
-        return str(spec["plugin"]), dict(spec.get("plugin_args") or {})
-    # forkserver: workers start from a clean process, not as forks of this one, whose thread
-    # pools (torch, ITK, queue feeders) would leave a forked child deadlocked
-    plugin_args: dict = {
-        "n_procs": args.nprocs or os.cpu_count() or 1,
-        "raise_insufficient": False,
-        "mp_context": "forkserver",
-    }
-    if args.mem_mb:
-        plugin_args["memory_gb"] = args.mem_mb / 1024
-    return "MultiProc", plugin_args
-
-
-def _multiproc(plugin_args: dict):
-    """Nipype's MultiProc plugin, with workers that end with this process (they would
-    otherwise finish their step after a SIGKILL and write into the work folder that a resumed
-    run is using: :mod:`mdgru_bids.processes`)."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    from nipype.pipeline.plugins.multiproc import MultiProcPlugin
-
-    plugin = MultiProcPlugin(plugin_args=plugin_args)
-    plugin.pool.shutdown()  # it has started no worker yet: they start at the first job
-    plugin.pool = ProcessPoolExecutor(
-        max_workers=plugin.processors,
-        initializer=_start_worker,
-        initargs=(plugin._cwd,),
-        mp_context=multiprocessing.get_context(plugin_args.get("mp_context")),
-    )
-    return plugin
-
-
-def _start_worker(cwd: str) -> None:
-    from nipype.pipeline.plugins.multiproc import process_initializer
-
-    from mdgru_bids.processes import exit_with_parent_process
-
-    exit_with_parent_process()
-    process_initializer(cwd)
-
-
 def _configure_nipype(output_dir: Path, work_dir: Path, stop_on_first_crash: bool) -> None:
     from nipype import config
     from nipype import logging as nlogging
@@ -373,6 +256,7 @@ def run_subject(
     from mdgru_bids.derivatives import publish
     from mdgru_bids.reports.methods import boilerplate, write_boilerplate
     from mdgru_bids.workflows.base import init_single_subject_wf
+    from mdgru_bids.workflows.execution import multiproc
 
     staging = cfg.derivatives_dir
     shutil.rmtree(staging, ignore_errors=True)
@@ -386,7 +270,7 @@ def run_subject(
             simple_form=True,
         )
     log.info("sub-%s: %d session(s)", subject.label, len(subject.sessions))
-    runner = _multiproc(plugin_args) if plugin == "MultiProc" else plugin
+    runner = multiproc(plugin_args) if plugin == "MultiProc" else plugin
     try:
         workflow.run(plugin=runner, plugin_args=plugin_args)
     except RuntimeError as err:

@@ -17,53 +17,32 @@ os.environ.setdefault("NIPYPE_NO_ET", "1")  # no telemetry: compute nodes have n
 import argparse
 import json
 import logging
-import math
-import platform
 import shlex
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from mdgru_bids.cli.common import (
-    BadDataError,
-    MissingInputError,
-    NothingSelectedError,
-    Parser,
-    UsageError,
-    configure_logging,
-    run_command,
+from mdgru_bids.cli.common import Parser, configure_logging, run_command
+from mdgru_bids.errors import BadDataError, MissingInputError, NothingSelectedError, UsageError
+from mdgru_bids.model.compute import (
+    DEFAULT_DEVICE,
+    DEFAULT_PRECISION,
+    PRECISIONS,
+    resolve_compute,
 )
 
 if TYPE_CHECKING:
     import torch
 
-    from mdgru_bids.collect import Session
+    from mdgru_bids.model.cases import LabelledSession
     from mdgru_bids.model.files import Model
     from mdgru_bids.model.network import NetworkConfig
-    from mdgru_bids.model.training import BatchSource, Case, History, TrainConfig
-    from mdgru_bids.synth.anatomy import LabelAnatomy
-    from mdgru_bids.templates import Template
+    from mdgru_bids.model.training import BatchSource, TrainConfig
+    from mdgru_bids.model.training_card import Recipe
 
 log = logging.getLogger("mdgru_bids")
-
-
-@dataclass(frozen=True)
-class LabelledSession:
-    """A session with a manual lesion mask; ``dataset`` names the dataset it came from."""
-
-    dataset: str
-    participant: str
-    session: Session
-    label_file: Path
-
-    @property
-    def name(self) -> str:
-        return f"{self.dataset}_sub-{self.participant}_{self.session.tag}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,10 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-w", "--work-dir", type=Path, default=Path("work"))
     parser.add_argument("--nprocs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--omp-nthreads", type=int)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument(
-        "--precision", default="auto", choices=["auto", "float32", "bfloat16", "float16"]
-    )
+    parser.add_argument("--device", default=DEFAULT_DEVICE)
+    parser.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS)
     parser.add_argument("--template", help="as for mdgru-bids (default: the same)")
     parser.add_argument("--random-seed", type=int, default=0)
     parser.add_argument("--skip-bids-validation", action="store_true")
@@ -188,30 +165,24 @@ def _main(argv: Sequence[str] | None) -> int:
     configure_logging(args.verbose)
     import torch
 
-    from mdgru_bids.model.inference import resolve_device
-    from mdgru_bids.model.training import CheckpointError, TrainConfig, train
+    from mdgru_bids.model.cases import load_case, split
+    from mdgru_bids.model.files import save_model
+    from mdgru_bids.model.training import CheckpointError, TrainConfig, train, write_training_log
+    from mdgru_bids.model.training_card import training_card
 
     datasets = input_datasets(args)
     model_out = check_paths(args, datasets)
     init = init_model(args.init_model) if args.init_model else None
     config = network_config(args, init)
-    try:
-        device = resolve_device(args.device)
-    except (ValueError, RuntimeError) as err:
-        raise UsageError(f"--device {args.device}: {err}") from None
+    device, precision = resolve_compute(args.device, args.precision)
     sessions = find_sessions(args, datasets)
     threads = args.omp_nthreads or args.nprocs
     torch.set_num_threads(threads)
 
     start = time.perf_counter()
-    files = {}
-    if sessions:
-        from mdgru_bids.templates import template_for_run
-
-        template = template_for_run(args.template, args.work_dir.resolve())
-        files = prepare_cases(sessions, args, template, threads)
+    files = prepare(sessions, args, threads) if sessions else {}
     train_s, val_s = split(sessions, args.validation_fraction, args.random_seed)
-    val_cases = [load_case(item, files[item.name], args) for item in val_s]
+    val_cases = [load_case(s, files[s.name], args.inputs, args.highpass_mm) for s in val_s]
     cfg = TrainConfig(
         iterations=args.iterations,
         batch_size=args.batch_size,
@@ -219,7 +190,7 @@ def _main(argv: Sequence[str] | None) -> int:
         lesion_fraction=args.lesion_fraction,
         learning_rate=args.learning_rate,
         seed=args.random_seed,
-        precision=args.precision,
+        precision=precision,
         validate_every=args.validate_every,
         validation_patch_size=(args.inference_patch_size,) * 3,
         workers=args.workers if args.workers is not None else int(args.synth > 0),
@@ -250,11 +221,10 @@ def _main(argv: Sequence[str] | None) -> int:
     except CheckpointError as err:
         raise UsageError(str(err)) from None
     train_seconds = time.perf_counter() - start
-    card = model_card(
-        args, argv, config, sessions, val_s, history, cfg, device, prep_seconds, train_seconds,
-        init,
-    )  # fmt: skip
-    write_outputs(model_out, network, card, history)
+    recipe = training_recipe(args, argv, datasets, sessions, val_s)
+    card = training_card(config, recipe, history, cfg, device, prep_seconds, train_seconds, init)
+    save_model(model_out, network, card)
+    write_training_log(model_out.with_name(model_out.stem + "_training.tsv"), history)
     log.info("model written to %s", model_out)
     return 0
 
@@ -279,7 +249,8 @@ def input_datasets(args: argparse.Namespace) -> list[tuple[Path, Path]]:
 def find_sessions(
     args: argparse.Namespace, datasets: list[tuple[Path, Path]]
 ) -> list[LabelledSession]:
-    from mdgru_bids.cli.run import validate_bids
+    from mdgru_bids.collect import validate_bids
+    from mdgru_bids.model.cases import labelled_sessions
 
     sessions = []
     for i, (bids_dir, labels_dir) in enumerate(datasets):
@@ -290,10 +261,29 @@ def find_sessions(
     return sessions
 
 
+def prepare(
+    sessions: list[LabelledSession], args: argparse.Namespace, threads: int
+) -> dict[str, dict[str, str]]:
+    """The cases preprocessed as the participant workflow does (cached in the work folder)."""
+    from mdgru_bids.templates import template_for_run
+    from mdgru_bids.workflows.execution import plugin_settings
+    from mdgru_bids.workflows.training import prepare_cases
+
+    work_dir = args.work_dir.resolve()
+    return prepare_cases(
+        {s.name: (s.session, s.label_file) for s in sessions},
+        work_dir,
+        use_t1w="T1w" in args.inputs,
+        template=template_for_run(args.template, work_dir),
+        omp_nthreads=max(1, threads // max(1, args.nprocs)),
+        seed=args.random_seed,
+        plugin_args=plugin_settings(None, args.nprocs, None)[1],
+    )
+
+
 def init_model(spec: str) -> Model:
     """The model to fine-tune: bundled by name or a file; one-line errors as for --model."""
-    from mdgru_bids.cli.run import choose_model
-    from mdgru_bids.model.files import load_model
+    from mdgru_bids.model.files import choose_model, load_model
 
     try:
         path, _ = choose_model(spec)
@@ -318,23 +308,55 @@ def batch_source(
     files: dict[str, dict],
 ) -> BatchSource:
     """Synthetic + augmented real patches (mdgru_bids.synth), or real ones lightly augmented."""
+    from mdgru_bids.model.cases import load_case, load_label_anatomy
     from mdgru_bids.model.training import CaseBatches
 
     if args.synth <= 0:
-        cases = [load_case(item, files[item.name], args) for item in sessions]
+        cases = [load_case(s, files[s.name], args.inputs, args.highpass_mm) for s in sessions]
         if not cases:
             raise NothingSelectedError("no labelled session is left for training")
         return CaseBatches(cases, cfg)
     from mdgru_bids.synth.anatomy import template_anatomy
     from mdgru_bids.synth.sampler import PatchSampler, SynthBatches, SynthConfig
 
+    if args.highpass_mm and sessions:
+        raise UsageError("--highpass-mm works with --synth 0 only")
     anatomies = [] if args.no_template_anatomy else [template_anatomy()]
-    anatomies += [load_label_anatomy(item, files[item.name], args) for item in sessions]
+    anatomies += [load_label_anatomy(s, files[s.name], args.inputs) for s in sessions]
     synth = SynthConfig(
         modalities=tuple(args.inputs), synth_p=args.synth, lesion_centre_p=cfg.lesion_fraction
     )
     return SynthBatches(
         PatchSampler(anatomies, synth), cfg.batch_size, tuple(args.patch_size), cfg.seed
+    )
+
+
+def training_recipe(
+    args: argparse.Namespace,
+    argv: Sequence[str] | None,
+    datasets: list[tuple[Path, Path]],
+    sessions: list[LabelledSession],
+    val_sessions: list[LabelledSession],
+) -> Recipe:
+    """The card's account of this command: its line, data and synthetic settings."""
+    from mdgru_bids.model.training_card import Recipe, dataset_facts
+
+    cases: dict[str, list[str]] = {}
+    for s in sessions:
+        cases.setdefault(s.dataset, []).append(s.name)
+    roots = {bids_dir.name: bids_dir for bids_dir, _ in datasets}
+    command = ["mdgru-bids-train", *(argv if argv is not None else sys.argv[1:])]
+    return Recipe(
+        command=shlex.join(command),
+        inputs=list(args.inputs),
+        highpass_mm=args.highpass_mm,
+        inference_patch_side=args.inference_patch_size,
+        datasets={name: dataset_facts(roots[name], names) for name, names in cases.items()},
+        validation_cases=[s.name for s in val_sessions],
+        synthetic_share=args.synth,
+        synthetic_patch_sides=list(args.patch_size),
+        template_anatomy=not args.no_template_anatomy,
+        anatomies_from_cases=[s.name for s in sessions if s not in val_sessions],
     )
 
 
@@ -396,276 +418,6 @@ def network_config(args: argparse.Namespace, init: Model | None = None) -> Netwo
                 f"patch sides must be multiples of {config.divisor} for this network, not {side}"
             )
     return config
-
-
-def labelled_sessions(
-    bids_dir: Path, labels_dir: Path, participants: list[str] | None, inputs: list[str]
-) -> list[LabelledSession]:
-    """Every selected session that has a manual mask; one-line errors for what cannot be used."""
-    from mdgru_bids.collect import check_image, collect_subjects, load_layout
-
-    dataset = bids_dir.resolve().name
-    found = []
-    for subject in collect_subjects(load_layout(bids_dir.resolve()), participants):
-        for session in subject.sessions:
-            label = label_file(labels_dir, subject.label, session.label)
-            if label is None:
-                log.info("sub-%s %s has no manual mask; skipped", subject.label, session.tag)
-                continue
-            if "T1w" in inputs and session.t1w is None:
-                raise MissingInputError(
-                    f"sub-{subject.label} {session.tag} has no T1w: train with --inputs FLAIR"
-                )
-            for image in (session.flair, session.t1w if "T1w" in inputs else None, label):
-                if image is not None:
-                    check_image(image)
-            check_same_grid(label, session.flair)
-            found.append(LabelledSession(dataset, subject.label, session, label))
-    if not found:
-        raise NothingSelectedError(
-            f"no session of {bids_dir} has a mask in {labels_dir} "
-            "(expected sub-X/[ses-Y/]anat/sub-X[_ses-Y]_*label-lesion_mask.nii.gz)"
-        )
-    return found
-
-
-def label_file(labels_dir: Path, participant: str, session: str | None) -> Path | None:
-    """The session's manual mask in LABELS_DIR, by BIDS path and entities."""
-    folder = labels_dir / f"sub-{participant}"
-    stem = f"sub-{participant}"
-    if session is not None:
-        folder, stem = folder / f"ses-{session}", f"{stem}_ses-{session}"
-    matches = sorted((folder / "anat").glob(f"{stem}_*label-lesion_mask.nii*"))
-    matches += sorted((folder / "anat").glob(f"{stem}_label-lesion_mask.nii*"))
-    return matches[0] if matches else None
-
-
-def check_same_grid(label: Path, flair: Path) -> None:
-    import nibabel as nib
-
-    from mdgru_bids.nifti import same_grid
-
-    a, b = nib.load(str(label)), nib.load(str(flair))
-    if not same_grid(a, b):
-        raise BadDataError(
-            f"{label} is not on the grid of {flair.name} (shape {a.shape[:3]} vs {b.shape[:3]} or "
-            "another affine): resample the mask onto the FLAIR"
-        )
-
-
-def prepare_cases(
-    sessions: list[LabelledSession], args: argparse.Namespace, template: Template, threads: int
-) -> dict[str, dict[str, str]]:
-    """Run the preprocessing workflow (cached in the work folder): each case's image files."""
-    from nipype import config as nipype_config
-    from nipype.pipeline import engine as pe
-
-    from mdgru_bids.cli.run import plugin_settings
-    from mdgru_bids.workflows.training import case_files, init_training_case_wf
-
-    work_dir = args.work_dir.resolve()
-    work_dir.mkdir(parents=True, exist_ok=True)
-    nipype_config.update_config({
-        "execution": {"crashdump_dir": str(work_dir / "logs"), "crashfile_format": "txt",
-                      "poll_sleep_duration": 0.01, "hash_method": "content"},
-        "monitoring": {"enabled": False},
-    })  # fmt: skip
-    workflow = pe.Workflow(name="training_data_wf", base_dir=str(work_dir))
-    for item in sessions:
-        workflow.add_nodes([
-            init_training_case_wf(
-                item.session,
-                str(item.label_file),
-                use_t1w="T1w" in args.inputs,
-                template=template,
-                omp_nthreads=max(1, threads // max(1, args.nprocs)),
-                seed=args.random_seed,
-                name=_node_name(item.name),
-            )
-        ])  # fmt: skip
-    plugin_args = plugin_settings(args)[1]
-    try:
-        graph = workflow.run(plugin="MultiProc", plugin_args=plugin_args)
-    except RuntimeError as err:
-        raise BadDataError(
-            f"preprocessing the training data failed ({str(err).splitlines()[0]}); crash files "
-            f"are in {work_dir / 'logs'}"
-        ) from None
-    results = case_files(graph)
-    return {item.name: results[_node_name(item.name)] for item in sessions}
-
-
-def _node_name(name: str) -> str:
-    return "case_" + "".join(c if c.isalnum() else "_" for c in name)
-
-
-def _load_images(
-    files: dict, args: argparse.Namespace
-) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
-    """Subject-space images in --inputs order, brain mask, lesion label, and the affine."""
-    import nibabel as nib
-
-    flair = nib.load(files["flair"])
-    mask = np.asarray(nib.load(files["mask"]).dataobj) > 0
-    images = [flair.get_fdata(dtype=np.float32)]
-    if "T1w" in args.inputs:
-        images.append(nib.load(files["t1w"]).get_fdata(dtype=np.float32))
-    label = (nib.load(files["label"]).get_fdata(dtype=np.float32) > 0.5) & mask
-    return images, mask, label, flair.affine
-
-
-def load_case(item: LabelledSession, files: dict, args: argparse.Namespace) -> Case:
-    """A training case from the subject-space images: normalised as at inference."""
-    from mdgru_bids.model.normalise import network_input
-    from mdgru_bids.model.training import Case
-
-    images, mask, label, affine = _load_images(files, args)
-    zooms = tuple(float(z) for z in np.linalg.norm(affine[:3, :3], axis=0))
-    x = network_input(images, mask, zooms, args.highpass_mm)
-    return Case(item.name, x, label.astype(np.uint8), mask, group=item.dataset)
-
-
-def load_label_anatomy(
-    item: LabelledSession, files: dict, args: argparse.Namespace
-) -> LabelAnatomy:
-    """A labelled case as a label map (Atropos tissue classes + its lesions) and its image."""
-    from mdgru_bids.model.normalise import network_input
-    from mdgru_bids.synth.anatomy import real_anatomy, tissue_labels
-
-    images, mask, label, _ = _load_images(files, args)
-    if args.highpass_mm:
-        raise UsageError("--highpass-mm works with --synth 0 only")
-    labels = tissue_labels(images, mask, label)
-    return real_anatomy(item.name, network_input(images, mask, (1.0,) * 3, None), labels, mask)
-
-
-def split(
-    sessions: list[LabelledSession], fraction: float, seed: int
-) -> tuple[list[LabelledSession], list[LabelledSession]]:
-    """Hold out whole participants (all their sessions) for validation."""
-    people = sorted({(s.dataset, s.participant) for s in sessions})
-    n_val = math.ceil(fraction * len(people)) if fraction > 0 and len(people) > 1 else 0
-    held = {people[i] for i in np.random.default_rng(seed).permutation(len(people))[:n_val]}
-    val = [s for s in sessions if (s.dataset, s.participant) in held]
-    return [s for s in sessions if s not in val], val
-
-
-def model_card(
-    args: argparse.Namespace,
-    argv: Sequence[str] | None,
-    config: NetworkConfig,
-    sessions: list[LabelledSession],
-    val_sessions: list[LabelledSession],
-    history: History,
-    cfg: TrainConfig,
-    device: torch.device,
-    prep_s: float,
-    train_s: float,
-    init: Model | None,
-) -> dict:
-    """Card: inputs, normalisation, inference settings, and how the model was trained.
-
-    ``training_seconds`` covers every call of a run resumed in pieces; ``total_training_seconds``
-    adds the training time of the model this one started from, so a fine-tuned model's card
-    says what all of it cost.
-    """
-    import torch
-
-    from mdgru_bids.model.files import make_card
-    from mdgru_bids.phantom.bids import REFERENCES, TEMPLATE_NOTICE
-
-    side = args.inference_patch_size
-    datasets = {}
-    for s in sessions:
-        datasets.setdefault(s.dataset, []).append(s.name)
-    last = history.validation[-1] if history.validation else None
-    command = ["mdgru-bids-train", *(argv if argv is not None else sys.argv[1:])]
-    return make_card(
-        config,
-        list(args.inputs),
-        normalisation={"method": "zscore-brain", "highpass_mm": args.highpass_mm},
-        patch_size=[side] * 3,
-        overlap=[side // 4] * 3,
-        training={
-            "command": shlex.join(command),
-            "datasets": {
-                name: _dataset_facts(args, name, cases) for name, cases in datasets.items()
-            },
-            "validation_cases": [s.name for s in val_sessions],
-            "iterations": history.iteration,
-            "planned_iterations": cfg.iterations,
-            "batch_size": cfg.batch_size,
-            "patch_size": list(cfg.patch_size),
-            "learning_rate": cfg.learning_rate,
-            "seed": cfg.seed,
-            "precision": cfg.precision,
-            "device": str(device),
-            "hardware": f"{platform.machine()}, {torch.get_num_threads()} threads",
-            "torch": torch.__version__,
-            "preprocessing_seconds": round(prep_s, 1),
-            "training_seconds": round(history.seconds, 1),  # every call that trained it
-            "this_call_seconds": round(train_s, 1),
-            "total_training_seconds": round(history.seconds + _total_seconds(init), 1),
-            "final_loss": float(np.mean(history.loss[-50:])) if history.loss else None,
-            "synthetic": None
-            if args.synth <= 0
-            else {
-                "share": args.synth,
-                "patch_sides": list(args.patch_size),
-                "template_anatomy": None
-                if args.no_template_anatomy
-                else {"license": TEMPLATE_NOTICE, "references": REFERENCES},
-                "anatomies_from_cases": [s.name for s in sessions if s not in val_sessions],
-                "generator": "mdgru_bids.synth (default SynthConfig)",
-            },
-            "init_model": None
-            if init is None
-            else {
-                "command": init.card.get("training", {}).get("command"),
-                "mdgru_bids_version": init.card.get("mdgru_bids_version"),
-                "total_training_seconds": _total_seconds(init),
-            },
-        },
-        accuracy={"validation_dice": last["mean_dice"] if last else None},
-    )
-
-
-def _total_seconds(model: Model | None) -> float:
-    if model is None:
-        return 0.0
-    training = model.card.get("training", {})
-    return float(training.get("total_training_seconds", training.get("training_seconds", 0.0)))
-
-
-def _dataset_facts(args: argparse.Namespace, name: str, cases: list[str]) -> dict:
-    """Name, licence and references from the dataset's description, for the card."""
-    roots = [args.bids_dir] + [Path(d[0]) for d in args.add_dataset]
-    root = next(r for r in roots if r.resolve().name == name)
-    try:
-        description = json.loads((root / "dataset_description.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        description = {}
-    return {
-        "name": description.get("Name", name),
-        "license": description.get("License"),
-        "references": description.get("ReferencesAndLinks", []),
-        "cases": cases,
-    }
-
-
-def write_outputs(model_out: Path, network: torch.nn.Module, card: dict, history: History) -> None:
-    """The model file (atomic, card inside and beside it) and the training log beside it."""
-    from mdgru_bids.atomic import replacing
-    from mdgru_bids.model.files import save_model
-
-    save_model(model_out, network, card)
-    val = {v["iteration"]: v["mean_dice"] for v in history.validation}
-    rows = ["iteration\tloss\tvalidation_dice"] + [
-        f"{i}\t{loss:.5f}\t{val[i]:.4f}" if i in val else f"{i}\t{loss:.5f}\tn/a"
-        for i, loss in enumerate(history.loss, start=1)
-    ]
-    with replacing(model_out.with_name(model_out.stem + "_training.tsv")) as tmp:
-        tmp.write_text("\n".join(rows) + "\n")
 
 
 if __name__ == "__main__":

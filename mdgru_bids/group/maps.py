@@ -10,13 +10,13 @@ import nibabel as nib
 import numpy as np
 
 from mdgru_bids.atomic import replacing
-from mdgru_bids.cli.common import BadDataError
+from mdgru_bids.errors import BadDataError
 from mdgru_bids.group.outputs import SessionOutputs
 from mdgru_bids.nifti import same_grid
 
 
 def template_probseg(session: SessionOutputs, template: str) -> Path:
-    return session.path(f"space-{template}_label-lesion_probseg.nii.gz")
+    return session.file("template_probseg", template)
 
 
 def lesion_frequency(
@@ -52,7 +52,7 @@ def lesion_frequency(
 
 
 def _threshold(session: SessionOutputs) -> float:
-    sidecar = session.path("label-lesion_mask.json")
+    sidecar = session.sidecar("lesion_mask")
     return float(json.loads(sidecar.read_text()).get("Threshold", 0.5))
 
 

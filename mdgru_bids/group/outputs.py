@@ -14,6 +14,7 @@ from pathlib import Path
 from bids.layout import parse_file_entities
 
 from mdgru_bids.collect import Subject
+from mdgru_bids.io_spec import OUTPUTS
 
 
 @dataclass(frozen=True)
@@ -30,23 +31,27 @@ class SessionOutputs:
         """The BIDS file-name prefix, e.g. ``sub-01_ses-02``."""
         return f"sub-{self.subject}" + (f"_ses-{self.session}" if self.session else "")
 
-    def path(self, stem: str) -> Path:
-        """A derivative of this session, e.g. ``path("label-lesion_mask.nii.gz")``."""
-        ses = f"ses-{self.session}" if self.session else ""
-        return self.output_dir / f"sub-{self.subject}" / ses / "anat" / f"{self.name}_{stem}"
+    def file(self, role: str, template: str = "") -> Path:
+        """This session's derivative of ``role`` (:data:`mdgru_bids.io_spec.OUTPUTS`)."""
+        return OUTPUTS[role].path(self.output_dir, self.subject, self.session, template=template)
+
+    def sidecar(self, role: str, template: str = "") -> Path:
+        """The JSON sidecar of this session's derivative of ``role``."""
+        path = self.file(role, template)
+        return path.with_name(path.name.removesuffix(OUTPUTS[role].extension) + ".json")
 
     @property
     def lesion_table(self) -> Path:
-        return self.path("desc-lesions_table.tsv")
+        return self.file("lesion_table")
 
     @property
     def change_table(self) -> Path:
-        return self.path("desc-lesionchange_table.tsv")
+        return self.file("change_table")
 
     def previous_session(self) -> str | None:
         """The session this one's change map compares with, as its sidecar's Sources say (so
         a re-run on a subset of sessions cannot mislead); None for a first session."""
-        sidecar = self.path("desc-lesionchange_dseg.json")
+        sidecar = self.sidecar("change_dseg")
         if not sidecar.is_file():
             return None
         for source in json.loads(sidecar.read_text()).get("Sources", []):
@@ -66,7 +71,8 @@ def find_sessions(output_dir: Path, subject: Subject) -> list[SessionOutputs]:
 
 def template_transform(output_dir: Path, label: str) -> tuple[str, Path] | None:
     """The participant's subject → template transform and the template's name, if any."""
-    for path in sorted((output_dir / f"sub-{label}" / "anat").glob("*_from-subject_to-*_xfm.h5")):
+    spec = OUTPUTS["subject_to_template"]
+    for path in sorted((output_dir / f"sub-{label}" / "anat").glob(spec.pattern())):
         return str(parse_file_entities(path.name)["to"]), path
     return None
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mdgru_bids.cli.common import MissingInputError
 from mdgru_bids.collect import Subject
+from mdgru_bids.errors import MissingInputError
 from mdgru_bids.group import plots
 from mdgru_bids.group.maps import lesion_frequency, write_frequency
 from mdgru_bids.group.outputs import (
@@ -29,6 +29,7 @@ from mdgru_bids.group.tables import (
     lesion_rows,
     write_table,
 )
+from mdgru_bids.io_spec import OUTPUTS
 from mdgru_bids.templates import DEFAULT_TEMPLATE, Template, resolve_template
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,8 @@ def group_analysis(
     group = output_dir / "group"
     lesions = pd.concat([lesion_rows(s) for s in sessions.values()], ignore_index=True)
     changes = pd.concat([change_rows(s) for s in sessions.values()], ignore_index=True)
-    write_table(lesions, group / "lesions.tsv", LESIONS_DICTIONARY)
-    write_table(changes, group / "changes.tsv", CHANGES_DICTIONARY)
+    write_table(lesions, OUTPUTS["group_lesions"].dataset_file(output_dir), LESIONS_DICTIONARY)
+    write_table(changes, OUTPUTS["group_changes"].dataset_file(output_dir), CHANGES_DICTIONARY)
     figures = {
         "trajectories": plots.trajectories(lesions, group / "figures" / "lesion_volume.svg"),
         "distributions": plots.distributions(
@@ -92,7 +93,7 @@ def group_analysis(
         log.warning("no participant has lesion maps in %s; no frequency map", template)
     else:
         image, sources = frequency
-        frequency_path = group / f"space-{template}_label-lesion_probseg.nii.gz"
+        frequency_path = OUTPUTS["group_frequency"].dataset_file(output_dir, template=template)
         write_frequency(image, sources, output_dir, frequency_path)
         if np.any(image.dataobj):  # an empty map has nothing to show
             figures["frequency"] = plots.frequency_map(

@@ -1,36 +1,24 @@
-"""Nipype interfaces over ANTsPy: N4, registration, resampling, brain mask, subject space.
+"""Nipype interfaces over :mod:`mdgru_bids.registration`: N4, registration, resampling,
+brain mask, subject space.
 
-Transform files follow ITK/ANTs (see :mod:`mdgru_bids.transforms`): a registration's
-``out_transform`` resamples its moving image onto the fixed grid when given to
-:class:`ApplyTransforms` with the fixed image as reference; lists of transforms are in ANTs
-order (the last one is applied to the reference grid's points first).
-
-Each interface runs its ANTsPy work in a fresh Python process. ITK reads
-ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS once per process, at its first use, so in a process that
-already ran ITK (a reused Nipype worker, a test session) ``num_threads`` would silently have no
-effect; a fresh process honours it, as the ANTs command-line tools do (starting one costs about
-1.5 s, mostly importing ANTsPy). The random seed reaches
-ANTs as ANTS_RANDOM_SEED (``random_seed + 1``: ANTs reads 0 as "seed from the clock").
+Each interface checks its inputs and runs its function in a fresh Python process
+(:func:`mdgru_bids.processes.run_isolated`) with ITK's thread count and ANTs' seed set: ITK
+reads ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS once per process, at its first use, so in a
+process that already ran ITK (a reused Nipype worker, a test session) ``num_threads`` would
+silently have no effect; a fresh process honours it, as the ANTs command-line tools do
+(starting one costs about 1.5 s, mostly importing ANTsPy). The random seed reaches ANTs as
+ANTS_RANDOM_SEED (``random_seed + 1``: ANTs reads 0 as "seed from the clock").
 Registrations (Register, BrainMask, SubjectSpace) are bit-for-bit reproducible for a seed only
-with ``num_threads=1`` (the default): with more threads ITK combines the threads' parts of
-the mutual information in an order that varies, so the same registration ends slightly
-differently each time. N4 and resampling give the same result for the same ``num_threads``.
+with ``num_threads=1`` (the default).
 """
 
 from __future__ import annotations
 
-import os
-import pickle
-import subprocess
-import sys
-import tempfile
-import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
-import numpy as np
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
     File,
@@ -41,34 +29,20 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from mdgru_bids.nifti import same_grid, save_like
-from mdgru_bids.processes import die_with_parent
-from mdgru_bids.transforms import (
-    apply_to_points,
-    covering_grid,
-    invert_linear,
-    mask_points,
-    read_linear,
-    unbiased_subject_space,
-    write_linear,
+from mdgru_bids import registration
+from mdgru_bids.nifti import same_grid
+from mdgru_bids.processes import run_isolated
+from mdgru_bids.registration import (
+    LABEL_INTERPOLATIONS,
+    LINEAR_ITERATIONS,
+    SHRINK_FACTORS,
+    SMOOTHING_SIGMAS,
+    SYN_ITERATIONS,
 )
+from mdgru_bids.transforms import invert_linear
 
-PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # so the worker imports this very code
 MAX_SEED = 2**31 - 2  # ANTs takes a positive C int, and we add one
-METRIC_RIM_MM = 6.0  # BrainMask: how far beyond the template's brain the metric looks
 LINEAR_SUFFIXES = (".txt", ".tfm", ".mat")
-LABEL_INTERPOLATIONS = ("nearestNeighbor", "genericLabel")
-#: ANTs' own multi-resolution schedules (antsRegistrationSyN.sh): levels coarse to fine.
-LINEAR_ITERATIONS = [1000, 500, 250, 100]
-SHRINK_FACTORS = [8, 4, 2, 1]
-SMOOTHING_SIGMAS = [3.0, 2.0, 1.0, 0.0]  # voxels
-SYN_ITERATIONS = [100, 70, 50, 20]
-#: Subject -> template: antsRegistrationSyNQuick.sh's schedule, both stages stopping at the
-#: 2x-shrunk level (0 iterations at full resolution; the transform is still written for the
-#: full-resolution template). At 1 mm the full-resolution levels cost most of the time and
-#: moved template brain points by under a millimetre (benchmarks/bench_template_registration.py).
-TEMPLATE_LINEAR_ITERATIONS = [1000, 500, 250, 0]
-TEMPLATE_SYN_ITERATIONS = [100, 70, 50, 0]
 
 
 class _AntsInputSpec(BaseInterfaceInputSpec):
@@ -114,8 +88,8 @@ class N4BiasCorrection(SimpleInterface):
         if isdefined(self.inputs.mask_file):
             _check_same_grid(self.inputs.mask_file, self.inputs.in_file)
         self._results.update(
-            _run_isolated(
-                _n4,
+            run_isolated(
+                registration.n4,
                 self.inputs.num_threads,
                 None,
                 in_file=self.inputs.in_file,
@@ -162,8 +136,8 @@ class Register(SimpleInterface):
             if isdefined(mask):
                 _check_same_grid(mask, image)
         self._results.update(
-            _run_isolated(
-                _register,
+            run_isolated(
+                registration.register,
                 self.inputs.num_threads,
                 self.inputs.random_seed,
                 fixed_image=self.inputs.fixed_image,
@@ -214,8 +188,8 @@ class ApplyTransforms(SimpleInterface):
             list(self.inputs.transforms), list(flags) if isdefined(flags) else None, runtime.cwd
         )
         self._results.update(
-            _run_isolated(
-                _apply,
+            run_isolated(
+                registration.apply_transforms,
                 self.inputs.num_threads,
                 None,
                 in_file=self.inputs.in_file,
@@ -252,8 +226,8 @@ class BrainMask(SimpleInterface):
     def _run_interface(self, runtime):
         _check_same_grid(self.inputs.template_mask, self.inputs.template_image)
         self._results.update(
-            _run_isolated(
-                _brain_mask,
+            run_isolated(
+                registration.brain_mask,
                 self.inputs.num_threads,
                 self.inputs.random_seed,
                 in_file=self.inputs.in_file,
@@ -307,8 +281,8 @@ class SubjectSpace(SimpleInterface):
         for image, mask in zip(files, masks, strict=True):
             _check_same_grid(mask, image)
         self._results.update(
-            _run_isolated(
-                _subject_space,
+            run_isolated(
+                registration.subject_space,
                 self.inputs.num_threads,
                 self.inputs.random_seed,
                 in_files=files,
@@ -323,54 +297,6 @@ class SubjectSpace(SimpleInterface):
 
 
 # --- plumbing shared by the interfaces -------------------------------------------------------
-
-
-def _run_isolated(
-    func: Callable[..., dict[str, Any]], num_threads: int, seed: int | None, **kwargs: Any
-) -> dict[str, Any]:
-    """Run ``func(**kwargs)`` (a function of this module) in a fresh Python process with ITK's
-    threads and ANTs' seed set, and return its result or raise its exception.
-
-    A plain subprocess rather than multiprocessing's spawn, which would re-run the caller's
-    main script (a user's script without a ``__main__`` guard would run twice).
-    """
-    env = os.environ | {
-        "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": str(num_threads),
-        "MDGRU_BIDS_PARENT_PID": str(os.getpid()),
-        "PYTHONPATH": os.pathsep.join(filter(None, [PACKAGE_ROOT, os.environ.get("PYTHONPATH")])),
-    }
-    if seed is not None:
-        env["ANTS_RANDOM_SEED"] = str(seed + 1)
-    with tempfile.TemporaryDirectory(prefix="mdgru-ants-") as tmp:
-        job, result = Path(tmp) / "job.pkl", Path(tmp) / "result.pkl"
-        job.write_bytes(pickle.dumps((func.__name__, kwargs)))
-        code = f"from {__name__} import _worker; import sys; _worker(*sys.argv[1:])"
-        done = subprocess.run([sys.executable, "-c", code, str(job), str(result)], env=env)
-        if not result.exists():
-            raise RuntimeError(
-                f"the ANTs worker ({func.__name__}) died, exit code {done.returncode}"
-            )
-        ok, value = pickle.loads(result.read_bytes())
-    if not ok:
-        raise value
-    return value
-
-
-def _worker(job: str, result: str) -> None:
-    """The fresh process's side of :func:`_run_isolated`; it ends with the process that
-    started it, so a killed run leaves no registration writing into its work folder."""
-    die_with_parent(int(os.environ["MDGRU_BIDS_PARENT_PID"]))
-    name, kwargs = pickle.loads(Path(job).read_bytes())
-    try:
-        outcome = (True, globals()[name](**kwargs))
-    except Exception as err:
-        err.add_note(f"(in the ANTs worker)\n{traceback.format_exc()}")
-        outcome = (False, err)
-    try:
-        data = pickle.dumps(outcome)
-    except Exception:  # an exception that does not pickle still reports its message
-        data = pickle.dumps((False, RuntimeError(f"{type(outcome[1]).__name__}: {outcome[1]}")))
-    Path(result).write_bytes(data)
 
 
 def _optional(value: Any) -> Any:
@@ -418,228 +344,3 @@ def _transform_chain(
                 f"cannot invert {path}: only linear transforms can be; use its inverse file"
             )
     return chain
-
-
-# --- the work, run in the fresh process ------------------------------------------------------
-
-
-def _label_dtype(path: str) -> np.dtype:
-    """The stored integer type of a label image, or float32 if it holds (scaled) reals."""
-    img = nib.load(path)
-    dtype = img.get_data_dtype()
-    scaled = getattr(img.dataobj, "slope", 1.0) != 1.0 or getattr(img.dataobj, "inter", 0.0) != 0
-    return np.dtype(np.float32) if scaled or not np.issubdtype(dtype, np.integer) else dtype
-
-
-def _read(path: str) -> Any:
-    """A 3-D float image as ANTsPy reads it."""
-    import ants
-
-    img = ants.image_read(str(path))
-    if img.dimension != 3:
-        raise ValueError(f"{path}: expected a 3-D image, got {img.dimension}-D")
-    return img.clone("float")
-
-
-def _read_mask(path: str | None) -> Any:
-    """Nonzero voxels as a 0/1 ANTsPy image, or None."""
-    if path is None:
-        return None
-    img = _read(path)
-    return img.new_image_like((img.numpy() != 0).astype(np.float32))
-
-
-def _n4(
-    in_file: str, mask_file: str | None, shrink_factor: int, spline_distance_mm: float, out_dir: str
-) -> dict[str, Any]:
-    import ants
-
-    corrected = ants.n4_bias_field_correction(
-        _read(in_file),
-        mask=_read_mask(mask_file),
-        shrink_factor=shrink_factor,
-        spline_param=spline_distance_mm,
-    )
-    out = save_like(corrected.numpy(), nib.load(in_file), Path(out_dir) / "corrected.nii.gz")
-    return {"out_file": str(out)}
-
-
-def _register(
-    fixed_image: str,
-    moving_image: str,
-    fixed_mask: str | None,
-    moving_mask: str | None,
-    transform: str,
-    schedule: dict[str, tuple],
-    out_dir: str,
-    name: str,
-    syn_iterations: Sequence[int] = SYN_ITERATIONS,
-) -> dict[str, Any]:
-    """Register and write ``name.txt``/``name_inverse.txt`` (linear) or ``name.h5``/
-    ``name_inverse.h5`` (SyN) and ``name_warped.nii.gz`` into ``out_dir``.
-
-    SyN starts from an affine registration with the same schedule and masks (ANTsPy's own
-    SyN preset fixes its affine stage), which its composite transform then includes.
-    """
-    import ants
-
-    out = Path(out_dir)
-    fixed, moving = _read(fixed_image), _read(moving_image)
-    common = {
-        "mask": _read_mask(fixed_mask),
-        "moving_mask": _read_mask(moving_mask),
-        "aff_metric": "mattes",
-        "syn_metric": "mattes",
-    }
-    syn = transform == "SyN"
-    result = ants.registration(
-        fixed,
-        moving,
-        type_of_transform="Affine" if syn else transform,
-        outprefix=str(out / f"{name}_ants_linear_"),
-        **schedule,
-        **common,
-    )
-    if syn:
-        result = ants.registration(
-            fixed,
-            moving,
-            type_of_transform="SyNOnly",
-            initial_transform=result["fwdtransforms"],
-            outprefix=str(out / f"{name}_ants_syn_"),
-            reg_iterations=tuple(syn_iterations),
-            write_composite_transform=True,
-            **common,
-        )
-        forward, inverse = out / f"{name}.h5", out / f"{name}_inverse.h5"
-        Path(result["fwdtransforms"]).replace(forward)
-        Path(result["invtransforms"]).replace(inverse)
-    else:
-        (mat,) = result["fwdtransforms"]
-        forward = write_linear(read_linear(mat), out / f"{name}.txt")
-        inverse = invert_linear(forward, out / f"{name}_inverse.txt")
-    warped = save_like(
-        result["warpedmovout"].numpy(), nib.load(fixed_image), out / f"{name}_warped.nii.gz"
-    )
-    for leftover in out.glob(f"{name}_ants_*"):
-        leftover.unlink()
-    return {
-        "out_transform": str(forward),
-        "out_inverse_transform": str(inverse),
-        "warped_image": str(warped),
-    }
-
-
-def _apply(
-    in_file: str,
-    reference_image: str,
-    transforms: Sequence[str],
-    interpolation: str,
-    default_value: float,
-    out_dir: str,
-) -> dict[str, Any]:
-    import ants
-
-    resampled = ants.apply_transforms(
-        _read(reference_image),
-        _read(in_file),
-        list(transforms),
-        interpolator=interpolation,
-        whichtoinvert=[False] * len(transforms),
-        defaultvalue=default_value,
-    ).numpy()
-    dtype = _label_dtype(in_file) if interpolation in LABEL_INTERPOLATIONS else np.float32
-    if np.issubdtype(dtype, np.integer):
-        resampled = np.rint(resampled)
-    out = Path(out_dir) / "resampled.nii.gz"
-    return {"out_file": str(save_like(resampled, nib.load(reference_image), out, dtype))}
-
-
-def _brain_mask(
-    in_file: str,
-    template_image: str,
-    template_mask: str,
-    schedule: dict[str, tuple],
-    out_dir: str,
-) -> dict[str, Any]:
-    import ants
-    from scipy import ndimage
-
-    out = Path(out_dir)
-    template = nib.load(template_mask)
-    brain = np.asanyarray(template.dataobj) > 0
-    rim = ndimage.distance_transform_edt(~brain, sampling=template.header.get_zooms()[:3])
-    metric_mask = save_like(
-        rim <= METRIC_RIM_MM, template, out / "template_metric_mask.nii.gz", np.uint8
-    )
-    registered = _register(
-        in_file, template_image, None, str(metric_mask), "Affine", schedule, out_dir, "template"
-    )
-    warped = ants.apply_transforms(
-        _read(in_file),
-        _read_mask(template_mask),
-        [registered["out_transform"]],
-        interpolator="linear",
-        whichtoinvert=[False],
-    ).numpy()
-    mask = ndimage.binary_fill_holes(warped >= 0.5)
-    out_mask = save_like(mask, nib.load(in_file), out / "brain_mask.nii.gz", np.uint8)
-    return {"out_mask": str(out_mask), "out_transform": registered["out_transform"]}
-
-
-def _subject_space(
-    in_files: Sequence[str],
-    in_masks: Sequence[str],
-    resolution_mm: float,
-    margin_mm: float,
-    schedule: dict[str, tuple],
-    out_dir: str,
-) -> dict[str, Any]:
-    import ants
-
-    out = Path(out_dir)
-    brains = [
-        _brain_only(image, mask, out / f"session{k + 1}_brain.nii.gz")
-        for k, (image, mask) in enumerate(zip(in_files, in_masks, strict=True))
-    ]
-    to_first = [np.eye(4)]
-    for k in range(1, len(in_files)):
-        registered = _register(
-            brains[0],
-            brains[k],
-            None,
-            None,
-            "Rigid",
-            schedule,
-            out_dir,
-            f"session{k + 1}_to_session1",
-        )
-        to_first.append(read_linear(registered["out_transform"]))
-    to_subject = unbiased_subject_space(to_first)
-    masks = [nib.load(path) for path in in_masks]
-    points = [
-        apply_to_points(xfm, mask_points(np.asanyarray(img.dataobj), img.affine))
-        for xfm, img in zip(to_subject, masks, strict=True)
-    ]
-    shape, affine = covering_grid(np.concatenate(points), resolution_mm, margin_mm)
-    reference = out / "reference.nii.gz"
-    grid = nib.Nifti1Image(np.zeros(shape, np.uint8), affine)
-    save_like(np.zeros(shape), grid, reference, np.uint8)  # the grid ANTs resamples onto
-    transforms = [
-        write_linear(xfm, out / f"session{k + 1}_to_subject.txt")
-        for k, xfm in enumerate(to_subject)
-    ]
-    fixed = _read(str(reference))
-    union = np.zeros(shape, bool)
-    for mask, xfm in zip(in_masks, transforms, strict=True):
-        moved = ants.apply_transforms(fixed, _read_mask(mask), [str(xfm)], whichtoinvert=[False])
-        union |= moved.numpy() >= 0.5
-    save_like(union, grid, reference, np.uint8)
-    return {"out_transforms": [str(t) for t in transforms], "out_reference": str(reference)}
-
-
-def _brain_only(image: str, mask: str, path: Path) -> str:
-    """The image with everything outside its brain mask set to 0, as float32."""
-    img = nib.load(image)
-    inside = np.asanyarray(nib.load(mask).dataobj) > 0
-    return str(save_like(img.get_fdata(dtype=np.float32) * inside, img, path))

@@ -12,53 +12,17 @@ from nipype.interfaces.base import (
     traits,
 )
 
-#: Data dictionaries (BIDS JSON sidecars) of the lesion and change tables, in column order.
-LESION_DICTIONARY = {
-    "lesion_id": {"Description": "Lesion id; the same id in the session's subject-space labels"},
-    "volume_mm3": {"Description": "Lesion volume on the session's FLAIR grid", "Units": "mm^3"},
-    "centroid_x": {"Description": "Centroid, scanner x (RAS+)", "Units": "mm"},
-    "centroid_y": {"Description": "Centroid, scanner y (RAS+)", "Units": "mm"},
-    "centroid_z": {"Description": "Centroid, scanner z (RAS+)", "Units": "mm"},
-    "max_probability": {"Description": "Largest lesion probability inside the lesion"},
-    "mean_probability": {"Description": "Mean lesion probability inside the lesion"},
-    "class": {
-        "Description": "Change since the previous session (n/a in the first session)",
-        "Levels": {
-            "new": "no lesion there before",
-            "enlarging": "grew",
-            "shrinking": "shrank",
-            "stable": "about the same size",
-        },
-    },
-    "previous_lesion_ids": {
-        "Description": "Comma-separated ids of the previous session's lesions it overlaps"
-    },
-}
-CHANGE_DICTIONARY = {
-    "class": {
-        "Description": "Change of a group of overlapping lesions between consecutive sessions",
-        "Levels": {
-            "new": "no earlier lesion",
-            "resolved": "no later lesion",
-            "enlarging": "volume grew",
-            "shrinking": "volume shrank",
-            "stable": "volume about the same",
-        },
-    },
-    "lesion_ids": {"Description": "Comma-separated lesion ids in this session (n/a: none)"},
-    "previous_lesion_ids": {"Description": "Comma-separated lesion ids in the previous session"},
-    "volume_mm3": {"Description": "Group volume in this session, subject space", "Units": "mm^3"},
-    "previous_volume_mm3": {"Description": "Group volume in the previous session", "Units": "mm^3"},
-    "volume_change_mm3": {"Description": "volume_mm3 - previous_volume_mm3", "Units": "mm^3"},
-}
-LESION_COLUMNS = list(LESION_DICTIONARY)
-CHANGE_COLUMNS = list(CHANGE_DICTIONARY)
+from mdgru_bids.io_spec import CHANGE_COLUMNS, LESION_COLUMNS
+from mdgru_bids.lesions.change import ChangeThresholds
+from mdgru_bids.lesions.components import LESION_THRESHOLD, MIN_LESION_MM3
 
 
 class _LesionMaskInputSpec(BaseInterfaceInputSpec):
     probseg = File(exists=True, mandatory=True, desc="lesion probability map")
-    threshold = traits.Float(0.5, usedefault=True, desc="probability above which a voxel is lesion")
-    min_volume_mm3 = traits.Float(10.0, usedefault=True, desc="smallest lesion kept")
+    threshold = traits.Float(
+        LESION_THRESHOLD, usedefault=True, desc="probability above which a voxel is lesion"
+    )
+    min_volume_mm3 = traits.Float(MIN_LESION_MM3, usedefault=True, desc="smallest lesion kept")
 
 
 class _LesionMaskOutputSpec(TraitedSpec):
@@ -94,8 +58,8 @@ class LesionMask(SimpleInterface):
 class _LesionChangeInputSpec(BaseInterfaceInputSpec):
     previous_labels = File(exists=True, mandatory=True, desc="lesion ids, earlier session")
     current_labels = File(exists=True, mandatory=True, desc="lesion ids, later session, same grid")
-    min_change_mm3 = traits.Float(15.0, usedefault=True)
-    min_change_fraction = traits.Float(0.25, usedefault=True)
+    min_change_mm3 = traits.Float(ChangeThresholds.min_change_mm3, usedefault=True)
+    min_change_fraction = traits.Float(ChangeThresholds.min_change_fraction, usedefault=True)
 
 
 class _LesionChangeOutputSpec(TraitedSpec):
@@ -113,7 +77,7 @@ class LesionChange(SimpleInterface):
         import numpy as np
         import pandas as pd
 
-        from mdgru_bids.lesions.change import ChangeThresholds, change_map, match_lesions
+        from mdgru_bids.lesions.change import change_map, match_lesions
         from mdgru_bids.nifti import load_array, save_like
 
         prev, img = load_array(self.inputs.previous_labels, np.int32)

@@ -13,6 +13,8 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from mdgru_bids.model.compute import PRECISIONS
+
 
 class _SegmentInputSpec(BaseInterfaceInputSpec):
     in_files = InputMultiObject(
@@ -21,7 +23,7 @@ class _SegmentInputSpec(BaseInterfaceInputSpec):
     mask_file = File(exists=True, mandatory=True, desc="brain mask on the same grid")
     model = File(exists=True, mandatory=True, desc="mdgru-bids model file (.safetensors)")
     device = traits.Str("cpu", usedefault=True, desc="torch device: cpu, cuda, cuda:1 ...")
-    precision = traits.Enum("auto", "float32", "bfloat16", "float16", usedefault=True)
+    precision = traits.Enum(*PRECISIONS, usedefault=True)
     num_threads = traits.Int(1, usedefault=True, desc="CPU threads for torch")
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+#: The default lesion threshold and smallest lesion: a model card's unless it says otherwise.
+LESION_THRESHOLD = 0.5
+MIN_LESION_MM3 = 10.0
 #: 26-connectivity: voxels touching at a corner belong to one lesion (as in LST and SAMSEG).
 STRUCTURE = np.ones((3, 3, 3), dtype=bool)
 

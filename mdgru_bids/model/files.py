@@ -18,6 +18,8 @@ from torch import nn
 
 from mdgru_bids import __version__
 from mdgru_bids.atomic import replacing
+from mdgru_bids.errors import BadDataError, MissingInputError
+from mdgru_bids.lesions.components import LESION_THRESHOLD, MIN_LESION_MM3
 from mdgru_bids.model.network import NetworkConfig, build_network
 
 FORMAT = "mdgru-bids-model"
@@ -74,8 +76,8 @@ def make_card(config: NetworkConfig, inputs: list[str], **fields: object) -> dic
         "normalisation": {"method": "zscore-brain", "highpass_mm": None},
         "patch_size": [64, 64, 64],
         "overlap": [16, 16, 16],
-        "threshold": 0.5,
-        "min_lesion_mm3": 10.0,
+        "threshold": LESION_THRESHOLD,
+        "min_lesion_mm3": MIN_LESION_MM3,
     }
     card.update(fields)
     return card
@@ -147,3 +149,30 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Model:
             "the file is damaged; re-download or retrain it"
         ) from None
     return Model(network.to(device).eval(), card)
+
+
+def choose_model(spec: str | None) -> tuple[Path, dict]:
+    """The model file to use and its card; one-line errors for missing or broken files.
+
+    ``spec`` is a bundled model's name, a model file, or None for the default bundled model
+    (the same for every participant and session, so results stay comparable).
+    """
+    spec = spec or DEFAULT_MODEL
+    if spec in BUNDLED:
+        path = bundled_model(spec)
+        if not path.is_file():
+            raise MissingInputError(
+                f"the bundled model {path.name} is not installed: pass --model PATH"
+            )
+    else:
+        path = Path(spec)
+    if not path.is_file():
+        raise MissingInputError(
+            f"model file {path} does not exist: check --model (or use a bundled model: "
+            f"{', '.join(BUNDLED)})"
+        )
+    path = path.resolve()  # the nodes run in their own folders
+    try:
+        return path, read_card(path)
+    except ModelFileError as err:
+        raise BadDataError(str(err)) from None

@@ -13,49 +13,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from mdgru_bids.model.compute import DEFAULT_PRECISION, autocast_dtype
 from mdgru_bids.model.files import Model
 from mdgru_bids.model.normalise import network_input
 
-PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 #: Test-time augmentation: the image as it is and mirrored along each axis in turn.
 TTA_FLIPS = ((), (0,), (1,), (2,))
-
-
-def resolve_device(spec: str = "auto") -> torch.device:
-    """'auto' picks CUDA when present; asking for CUDA without it is an error, not a fallback."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(spec)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {spec} was asked for but no CUDA device is available")
-    return device
-
-
-def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """The autocast dtype for a precision choice; None means plain float32.
-
-    'auto' is bfloat16 on CPUs with native bfloat16 maths (AVX512-BF16 or AMX) and on CUDA
-    devices that support it, float16 on older CUDA devices, else float32.
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
-    if precision == "float32":
-        return None
-    if precision != "auto":
-        return getattr(torch, precision)
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_has_fast_bfloat16() else None
-
-
-def resolve_precision(device: torch.device, precision: str) -> str:
-    """The arithmetic ``precision`` means on ``device``: 'auto' made concrete, for the record."""
-    dtype = autocast_dtype(device, precision)
-    return "float32" if dtype is None else str(dtype).removeprefix("torch.")
-
-
-def cpu_has_fast_bfloat16() -> bool:
-    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 def blend_weights(patch: tuple[int, ...], overlap: tuple[int, ...]) -> np.ndarray:
@@ -101,7 +64,7 @@ def sliding_window(
     patch: tuple[int, ...],
     overlap: tuple[int, ...],
     device: torch.device,
-    precision: str = "auto",
+    precision: str = DEFAULT_PRECISION,
     batch_size: int = 1,
     progress: bool = False,
 ) -> np.ndarray:
@@ -138,7 +101,7 @@ def segment(
     mask: np.ndarray,
     zooms: tuple[float, ...],
     device: torch.device | str = "cpu",
-    precision: str = "auto",
+    precision: str = DEFAULT_PRECISION,
     progress: bool = False,
     tta: bool = False,
 ) -> np.ndarray:

@@ -20,9 +20,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, safe_open
 from tqdm import tqdm
 
+from mdgru_bids.atomic import replacing
 from mdgru_bids.lesions.metrics import dice
+from mdgru_bids.model.compute import DEFAULT_PRECISION, autocast_dtype
 from mdgru_bids.model.files import write_safetensors
-from mdgru_bids.model.inference import autocast_dtype, sliding_window
+from mdgru_bids.model.inference import sliding_window
 from mdgru_bids.synth.deform import DeformConfig, crop, margin_side, random_grid, resample
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,7 @@ class TrainConfig:
     lesion_fraction: float = 0.5  # share of patches centred on a lesion voxel
     learning_rate: float = 1e-3  # at the start; decays as (1 - progress) ** 0.9 (nnU-Net's "poly")
     seed: int = 0
-    precision: str = "auto"
+    precision: str = DEFAULT_PRECISION
     checkpoint_every: int = 100
     validate_every: int = 250
     validation_patch_size: tuple[int, int, int] = (96, 96, 96)  # as inference will use
@@ -316,3 +318,14 @@ def load_checkpoint(
     optimiser.load_state_dict({"state": slots, "param_groups": meta["param_groups"]})
     torch.set_rng_state(tensors["rng.torch"])
     return History(**meta["history"])
+
+
+def write_training_log(path: Path, history: History) -> None:
+    """The loss of every iteration and the validation Dice where measured, as TSV (atomic)."""
+    val = {v["iteration"]: v["mean_dice"] for v in history.validation}
+    rows = ["iteration\tloss\tvalidation_dice"] + [
+        f"{i}\t{loss:.5f}\t{val[i]:.4f}" if i in val else f"{i}\t{loss:.5f}\tn/a"
+        for i, loss in enumerate(history.loss, start=1)
+    ]
+    with replacing(path) as tmp:
+        tmp.write_text("\n".join(rows) + "\n")

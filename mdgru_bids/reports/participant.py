@@ -15,8 +15,8 @@ from pathlib import Path
 import nibabel as nib
 import pandas as pd
 
-from mdgru_bids.cli.common import MissingInputError
 from mdgru_bids.collect import Subject
+from mdgru_bids.errors import MissingInputError
 from mdgru_bids.group.outputs import (
     SessionOutputs,
     crashes,
@@ -31,10 +31,6 @@ from mdgru_bids.reports.render import render
 from mdgru_bids.templates import resolve_template
 
 log = logging.getLogger(__name__)
-
-FLAIR = "desc-preproc_FLAIR.nii.gz"
-BRAIN = "desc-brain_mask.nii.gz"
-TO_SUBJECT = "from-FLAIR_to-subject_mode-image_xfm.txt"
 
 
 def participant_report(output_dir: Path, subject: Subject, templates: Path) -> Path:
@@ -60,7 +56,7 @@ def participant_report(output_dir: Path, subject: Subject, templates: Path) -> P
         title=f"mdgru-bids: sub-{label}",
         label=label,
         sessions=panels,
-        t1w=any(s.path("space-FLAIR_desc-preproc_T1w.nii.gz").is_file() for s in sessions),
+        t1w=any(s.file("preproc_t1w").is_file() for s in sessions),
         table=_table(sessions),
         template=_template_check(output_dir, label, sessions, figures_dir, templates),
         methods=methods,
@@ -73,9 +69,9 @@ def participant_report(output_dir: Path, subject: Subject, templates: Path) -> P
 def _session_panel(
     session: SessionOutputs, previous: SessionOutputs | None, figures_dir: Path, root: Path
 ) -> dict:
-    flair = nib.load(session.path(FLAIR))
-    brain = nib.load(session.path(BRAIN))
-    mask = nib.load(session.path("label-lesion_mask.nii.gz"))
+    flair = nib.load(session.file("preproc_flair"))
+    brain = nib.load(session.file("brain_mask"))
+    mask = nib.load(session.file("lesion_mask"))
     lesions = figures_dir / f"{session.name}_desc-lesions_FLAIR.svg"
     panel = {
         "name": session.name,
@@ -88,12 +84,12 @@ def _session_panel(
     }
     if previous is None:
         return panel
-    dseg = nib.load(session.path("desc-lesionchange_dseg.nii.gz"))
+    dseg = nib.load(session.file("change_dseg"))
     change = figures_dir / f"{session.name}_desc-lesionchange_FLAIR.svg"
     moved = figures.resample(
-        previous.path(FLAIR),
-        session.path(FLAIR),
-        [previous.path(TO_SUBJECT), session.path(TO_SUBJECT)],
+        previous.file("preproc_flair"),
+        session.file("preproc_flair"),
+        [previous.file("to_subject"), session.file("to_subject")],
         [False, True],
     )
     coreg = figures_dir / f"{session.name}_desc-coreg_FLAIR.svg"
@@ -124,9 +120,9 @@ def _template_check(
         return {"name": name, "missing": str(err)}
     first = sessions[0]
     moved = figures.resample(
-        first.path(FLAIR),
+        first.file("preproc_flair"),
         template.t1w,
-        [first.path(TO_SUBJECT), to_template],
+        [first.file("to_subject"), to_template],
         [False, False],
     )
     figure = figures.edges_mosaic(
@@ -135,7 +131,7 @@ def _template_check(
         nib.load(template.brain_mask),
         figures_dir / f"{first.name}_space-{name}_desc-norm_FLAIR.svg",
     )
-    sidecar = first.path(f"space-{name}_label-lesion_probseg.json")
+    sidecar = first.sidecar("template_probseg", name)
     return {
         "name": name,
         "session": first.name,

@@ -2,52 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 from nipype.utils.filemanip import ensure_list
 
 from mdgru_bids.collect import Subject
-from mdgru_bids.interfaces.ants import (
-    TEMPLATE_LINEAR_ITERATIONS,
-    TEMPLATE_SYN_ITERATIONS,
-    ApplyTransforms,
-    Register,
-    SubjectSpace,
-)
-from mdgru_bids.interfaces.images import MeanImage
-from mdgru_bids.interfaces.lesions import LesionChange, LesionTable
-from mdgru_bids.lesions.change import ChangeThresholds
-from mdgru_bids.templates import Template
+from mdgru_bids.interfaces.ants import ApplyTransforms
+from mdgru_bids.interfaces.lesions import LesionTable
 from mdgru_bids.workflows.anatomical import init_anat_preproc_wf
-from mdgru_bids.workflows.outputs import Sinks
+from mdgru_bids.workflows.change import init_lesion_change_wf
+from mdgru_bids.workflows.config import WorkflowConfig
+from mdgru_bids.workflows.outputs import init_session_outputs_wf, init_subject_outputs_wf
 from mdgru_bids.workflows.segmentation import init_lesion_seg_wf
-
-
-@dataclass(frozen=True)
-class WorkflowConfig:
-    """Everything the workflow builders need beyond the subject's files."""
-
-    bids_dir: Path
-    derivatives_dir: Path  # where the data sinks write (a staging folder, published on success)
-    model: Path
-    model_inputs: tuple[str, ...]
-    template: Template
-    device: str = "cpu"
-    precision: str = "auto"
-    omp_nthreads: int = 1  # N4 and the network
-    registration_threads: int = 1  # ANTs registrations: 1 repeats exactly, more may not
-    seed: int = 0
-    threshold: float = 0.5
-    min_lesion_mm3: float = 10.0
-    change: ChangeThresholds = field(default_factory=ChangeThresholds)
-    subject_resolution_mm: float = 1.0
+from mdgru_bids.workflows.subject_space import init_subject_space_wf
+from mdgru_bids.workflows.template import init_template_wf
 
 
 def init_single_subject_wf(subject: Subject, cfg: WorkflowConfig) -> pe.Workflow:
-    """All of one participant's processing, sessions in acquisition order."""
+    """All of one participant's processing, sessions in acquisition order: per session
+    preprocessing and segmentation, one subject space, change between consecutive sessions,
+    the template registration, and the data sinks."""
     use_t1w = "T1w" in cfg.model_inputs
     n = len(subject.sessions)
     workflow = pe.Workflow(name=f"sub_{subject.label}_wf")
@@ -58,37 +32,16 @@ def init_single_subject_wf(subject: Subject, cfg: WorkflowConfig) -> pe.Workflow
     )  # fmt: skip
     workflow.__postdesc__ = _settings_desc(cfg)
     merged = {key: pe.Node(niu.Merge(n), name=f"merge_{key}") for key in ("flair", "mask", "mean")}
-    subject_space = pe.Node(
-        SubjectSpace(
-            resolution_mm=cfg.subject_resolution_mm,
-            random_seed=cfg.seed,
-            num_threads=cfg.registration_threads,
-        ),
-        name="subject_space",
-        n_procs=cfg.registration_threads,
-    )
-    mean = pe.Node(MeanImage(), name="subject_mean")
-    to_template = pe.Node(
-        Register(
-            transform="SyN",
-            iterations=TEMPLATE_LINEAR_ITERATIONS,
-            syn_iterations=TEMPLATE_SYN_ITERATIONS,
-            random_seed=cfg.seed,
-            num_threads=cfg.registration_threads,
-            fixed_image=str(cfg.template.t1w),
-            fixed_mask=str(cfg.template.brain_mask),
-        ),
-        name="to_template",
-        n_procs=cfg.registration_threads,
-    )
+    subject_space = init_subject_space_wf(cfg)
+    template = init_template_wf(cfg)
+    subject_outputs = init_subject_outputs_wf(cfg, subject, name="outputs_subject_wf")
     workflow.connect([
-        (merged["flair"], subject_space, [("out", "in_files")]),
-        (merged["mask"], subject_space, [("out", "in_masks")]),
-        (merged["mean"], mean, [("out", "in_files")]),
-        (mean, to_template, [("out_file", "moving_image")]),
+        (merged["flair"], subject_space, [("out", "inputnode.flair_preproc")]),
+        (merged["mask"], subject_space, [("out", "inputnode.brain_mask")]),
+        (merged["mean"], template, [("out", "inputnode.subject_images")]),
+        (template, subject_outputs, [
+            ("outputnode.subject_to_template", "inputnode.subject_to_template")]),
     ])  # fmt: skip
-    sinks = Sinks(workflow, cfg, subject)
-    sinks.subject_xfm(to_template)
 
     previous = None
     for i, session in enumerate(subject.sessions):
@@ -120,43 +73,46 @@ def init_single_subject_wf(subject: Subject, cfg: WorkflowConfig) -> pe.Workflow
             ApplyTransforms(interpolation="linear", reference_image=str(cfg.template.t1w)),
             name=f"probseg_to_template_{tag}",
         )
+        outputs = init_session_outputs_wf(
+            cfg, subject, session, subject.sessions[i - 1] if i else None, use_t1w,
+            name=f"outputs_{tag}_wf",
+        )  # fmt: skip
         workflow.connect([
             (anat, merged["flair"], [("outputnode.flair_preproc", f"in{i + 1}")]),
             (anat, merged["mask"], [("outputnode.brain_mask", f"in{i + 1}")]),
             (seg, merged["mean"], [
                 (f"outputnode.subject_{'t1w' if use_t1w else 'flair'}", f"in{i + 1}")]),
-            (subject_space, pick, [("out_transforms", "inlist")]),
+            (subject_space, pick, [("outputnode.to_subject", "inlist")]),
             (anat, seg, [("outputnode.flair_preproc", "inputnode.flair_preproc"),
                          ("outputnode.t1w_preproc", "inputnode.t1w_preproc"),
                          ("outputnode.brain_mask", "inputnode.brain_mask")]),
             (pick, seg, [("out", "inputnode.to_subject")]),
-            (subject_space, seg, [("out_reference", "inputnode.subject_reference")]),
+            (subject_space, seg, [("outputnode.reference", "inputnode.subject_reference")]),
             (seg, table, [("outputnode.labels", "labels"), ("outputnode.probseg", "probseg")]),
             (seg, to_template_space, [("outputnode.subject_probseg", "in_file")]),
-            (to_template, to_template_space, [(("out_transform", ensure_list), "transforms")]),
+            (template, to_template_space, [
+                (("outputnode.subject_to_template", ensure_list), "transforms")]),
+            (anat, outputs, [("outputnode.flair_preproc", "inputnode.preproc_flair"),
+                             ("outputnode.brain_mask", "inputnode.brain_mask")]),
+            (seg, outputs, [("outputnode.probseg", "inputnode.probseg"),
+                            ("outputnode.mask", "inputnode.lesion_mask")]),
+            (table, outputs, [("out_table", "inputnode.lesion_table")]),
+            (pick, outputs, [("out", "inputnode.to_subject")]),
+            (to_template_space, outputs, [("out_file", "inputnode.template_probseg")]),
         ])  # fmt: skip
-        sinks.session(session, anat, seg, table, pick, to_template_space, use_t1w)
+        if use_t1w:
+            workflow.connect(anat, "outputnode.t1w_preproc", outputs, "inputnode.preproc_t1w")
         if previous is not None:
-            change = pe.Node(
-                LesionChange(
-                    min_change_mm3=cfg.change.min_change_mm3,
-                    min_change_fraction=cfg.change.min_change_fraction,
-                ),
-                name=f"lesion_change_{tag}",
-            )
-            change_to_session = pe.Node(
-                ApplyTransforms(interpolation="nearestNeighbor", invert_transform_flags=[True]),
-                name=f"change_to_session_{tag}",
-            )
+            change = init_lesion_change_wf(cfg, name=f"lesion_change_{tag}_wf")
             workflow.connect([
-                (previous, change, [("outputnode.subject_labels", "previous_labels")]),
-                (seg, change, [("outputnode.subject_labels", "current_labels")]),
-                (change, table, [("out_table", "change_table")]),
-                (change, change_to_session, [("out_dseg", "in_file")]),
-                (anat, change_to_session, [("outputnode.flair_preproc", "reference_image")]),
-                (pick, change_to_session, [(("out", ensure_list), "transforms")]),
+                (previous, change, [("outputnode.subject_labels", "inputnode.previous_labels")]),
+                (seg, change, [("outputnode.subject_labels", "inputnode.current_labels")]),
+                (anat, change, [("outputnode.flair_preproc", "inputnode.flair_preproc")]),
+                (pick, change, [("out", "inputnode.to_subject")]),
+                (change, table, [("outputnode.change_table", "change_table")]),
+                (change, outputs, [("outputnode.change_dseg", "inputnode.change_dseg"),
+                                   ("outputnode.change_table", "inputnode.change_table")]),
             ])  # fmt: skip
-            sinks.change(session, subject.sessions[i - 1], change, change_to_session)
         previous = seg
     return workflow
 

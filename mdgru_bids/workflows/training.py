@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from nipype import config as nipype_config
 from nipype.pipeline import engine as pe
 
 from mdgru_bids.collect import Session
+from mdgru_bids.errors import BadDataError
 from mdgru_bids.interfaces.ants import ApplyTransforms, SubjectSpace
 from mdgru_bids.templates import Template
 from mdgru_bids.workflows.anatomical import init_anat_preproc_wf
@@ -70,3 +74,44 @@ def case_files(graph) -> dict[str, dict[str, str]]:
             case = node._hierarchy.split(".")[-1]
             cases.setdefault(case, {})[field] = node.result.outputs.out_file
     return cases
+
+
+def prepare_cases(
+    sessions: dict[str, tuple[Session, Path]],
+    work_dir: Path,
+    *,
+    use_t1w: bool,
+    template: Template,
+    omp_nthreads: int,
+    seed: int,
+    plugin_args: dict,
+) -> dict[str, dict[str, str]]:
+    """Run the preprocessing of every case (``name -> (session, manual mask)``), cached in
+    ``work_dir``; each case's subject-space image files by :data:`CASE_FIELDS`."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    nipype_config.update_config({
+        "execution": {"crashdump_dir": str(work_dir / "logs"), "crashfile_format": "txt",
+                      "poll_sleep_duration": 0.01, "hash_method": "content"},
+        "monitoring": {"enabled": False},
+    })  # fmt: skip
+    workflow = pe.Workflow(name="training_data_wf", base_dir=str(work_dir))
+    for name, (session, label) in sessions.items():
+        workflow.add_nodes([
+            init_training_case_wf(
+                session, str(label), use_t1w=use_t1w, template=template,
+                omp_nthreads=omp_nthreads, seed=seed, name=_node_name(name),
+            )
+        ])  # fmt: skip
+    try:
+        graph = workflow.run(plugin="MultiProc", plugin_args=plugin_args)
+    except RuntimeError as err:
+        raise BadDataError(
+            f"preprocessing the training data failed ({str(err).splitlines()[0]}); crash files "
+            f"are in {work_dir / 'logs'}"
+        ) from None
+    results = case_files(graph)
+    return {name: results[_node_name(name)] for name in sessions}
+
+
+def _node_name(name: str) -> str:
+    return "case_" + "".join(c if c.isalnum() else "_" for c in name)

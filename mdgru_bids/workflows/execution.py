@@ -1,0 +1,67 @@
+"""How our Nipype workflows run: the plugin and its resources, and workers that end with
+the run (:mod:`mdgru_bids.processes`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mdgru_bids.errors import UsageError
+
+
+def plugin_settings(
+    plugin_file: Path | None, nprocs: int | None, mem_mb: int | None
+) -> tuple[str, dict]:
+    """MultiProc with the requested resources, or whatever a --nipype-plugin-file says."""
+    if plugin_file is not None:
+        import yaml
+
+        try:
+            spec = yaml.safe_load(plugin_file.read_text())
+        except (OSError, yaml.YAMLError) as err:
+            raise UsageError(f"--nipype-plugin-file {plugin_file}: {err}") from None
+        if not isinstance(spec, dict) or "plugin" not in spec:
+            raise UsageError(
+                f"--nipype-plugin-file {plugin_file} needs a 'plugin' key "
+                "(and optionally 'plugin_args')"
+            )
+        return str(spec["plugin"]), dict(spec.get("plugin_args") or {})
+    # forkserver: workers start from a clean process, not as forks of this one, whose thread
+    # pools (torch, ITK, queue feeders) would leave a forked child deadlocked
+    plugin_args: dict = {
+        "n_procs": nprocs or os.cpu_count() or 1,
+        "raise_insufficient": False,
+        "mp_context": "forkserver",
+    }
+    if mem_mb:
+        plugin_args["memory_gb"] = mem_mb / 1024
+    return "MultiProc", plugin_args
+
+
+def multiproc(plugin_args: dict):
+    """Nipype's MultiProc plugin, with workers that end with this process (they would
+    otherwise finish their step after a SIGKILL and write into the work folder that a resumed
+    run is using: :mod:`mdgru_bids.processes`)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from nipype.pipeline.plugins.multiproc import MultiProcPlugin
+
+    plugin = MultiProcPlugin(plugin_args=plugin_args)
+    plugin.pool.shutdown()  # it has started no worker yet: they start at the first job
+    plugin.pool = ProcessPoolExecutor(
+        max_workers=plugin.processors,
+        initializer=_start_worker,
+        initargs=(plugin._cwd,),
+        mp_context=multiprocessing.get_context(plugin_args.get("mp_context")),
+    )
+    return plugin
+
+
+def _start_worker(cwd: str) -> None:
+    from nipype.pipeline.plugins.multiproc import process_initializer
+
+    from mdgru_bids.processes import exit_with_parent_process
+
+    exit_with_parent_process()
+    process_initializer(cwd)

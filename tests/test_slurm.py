@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mdgru_bids import derivatives
+from mdgru_bids import derivatives, io_spec
 from mdgru_bids.derivatives import dataset_description, init_derivatives, publish
 
 SLURM_DIR = Path(__file__).resolve().parents[1] / "workflows" / "slurm"
@@ -365,7 +365,7 @@ def test_concurrent_jobs_never_leave_a_shared_file_incomplete(
         job.start()
     expected = {
         "dataset_description.json": json.dumps(dataset_description(phantom_bids), indent=2) + "\n",
-        ".bidsignore": "\n".join(derivatives.BIDSIGNORE) + "\n",
+        ".bidsignore": "\n".join(io_spec.BIDSIGNORE) + "\n",
         "README": derivatives.README,
     }
     reads = 0

@@ -60,13 +60,19 @@ APP = Path(sys.executable).parent / "mdgru-bids"
 
 
 def run_participant(
-    bids: Path, out: Path, work: Path, model: Path, nprocs: int, labels: list[str] | None = None
+    bids: Path,
+    out: Path,
+    work: Path,
+    model: Path,
+    nprocs: int,
+    labels: list[str] | None = None,
+    app_args: tuple[str, ...] = (),
 ) -> float:
     """Run the app; the wall time in seconds."""
     start = time.perf_counter()
     subprocess.run(
         [str(APP), str(bids), str(out), "participant", "--model", str(model), "-w", str(work),
-         "--nprocs", str(nprocs), "--skip-bids-validation",
+         "--nprocs", str(nprocs), "--skip-bids-validation", *app_args,
          *(["--participant-label", *labels] if labels else [])],
         check=True, capture_output=True,
     )  # fmt: skip
@@ -145,8 +151,8 @@ def cross_sectional_scores(
         model = case_models.get(label, default_model)
         out = work / f"cross_out_{model.stem}"
         seconds = run_participant(data, out, work / "cross_work", model, nprocs, [label])
-        pairs, _ = find_pairs(out / f"sub-{label}", truth_dir / f"sub-{label}")
-        (pair,) = [p for p in pairs if p.map == "lesion"]
+        pairs, _ = find_pairs(out, truth_dir)  # other cases' truths: no prediction yet
+        (pair,) = [p for p in pairs if p.map == "lesion" and p.prediction.image == f"sub-{label}"]
         flair, brain, voxel, min_voxels = session_images(pair.prediction.path)
         truth = ants.image_read(str(pair.truth.path)).numpy() > 0
         predicted = ants.image_read(str(pair.prediction.path)).numpy() > 0
@@ -296,9 +302,12 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True, help="outputs and work folders")
     parser.add_argument("--nprocs", type=int, default=2)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--change-rule", default="evidence", help="the app's --change-rule (longitudinal data)"
+    )
     parser.add_argument("--record-in-card", action="store_true")
     args = parser.parse_args()
-    results: dict = {"model": args.model.name}
+    results: dict = {"model": args.model.name, "change_rule": args.change_rule}
     case_models = {k: Path(v) for k, v in (item.split("=", 1) for item in args.case_model)}
     threshold = args.baseline_threshold
     for key, data, score in (
@@ -307,8 +316,11 @@ def main() -> None:
     ):
         if data is None:
             continue
-        out = args.work / f"{key}_out"
-        seconds = run_participant(data, out, args.work / f"{key}_work", args.model, args.nprocs)
+        out = args.work / f"{key}_out_{args.change_rule}"
+        seconds = run_participant(
+            data, out, args.work / f"{key}_work", args.model, args.nprocs,
+            app_args=("--change-rule", args.change_rule),
+        )  # fmt: skip
         results[key] = {"participant_seconds": round(seconds, 1), **score(data, out)}
         if key == "phantom":
             pairs, _ = find_pairs(out, data / "derivatives" / "truth")

@@ -18,7 +18,12 @@ Level = Literal["session", "subject", "dataset", "group"]
 #: Data dictionaries (BIDS JSON sidecars) of the lesion and change tables, in column order.
 LESION_DICTIONARY = {
     "lesion_id": {"Description": "Lesion id; the same id in the session's subject-space labels"},
-    "volume_mm3": {"Description": "Lesion volume on the session's FLAIR grid", "Units": "mm^3"},
+    "volume_mm3": {
+        "Description": "Partial volume in subject space: the lesion probability summed over "
+        "the lesion's subject-space voxels and their immediate neighbours, times the voxel "
+        "volume (not a count of thresholded voxels, which changes with the grid)",
+        "Units": "mm^3",
+    },
     "centroid_x": {"Description": "Centroid, scanner x (RAS+)", "Units": "mm"},
     "centroid_y": {"Description": "Centroid, scanner y (RAS+)", "Units": "mm"},
     "centroid_z": {"Description": "Centroid, scanner z (RAS+)", "Units": "mm"},
@@ -41,17 +46,26 @@ CHANGE_DICTIONARY = {
     "class": {
         "Description": "Change of a group of overlapping lesions between consecutive sessions",
         "Levels": {
-            "new": "no earlier lesion",
-            "resolved": "no later lesion",
-            "enlarging": "volume grew",
-            "shrinking": "volume shrank",
-            "stable": "volume about the same",
+            "new": "no earlier lesion, and the earlier session shows clearly none there "
+            "(low lesion probability, FLAIR rose)",
+            "resolved": "no later lesion, and the later session shows clearly none there",
+            "enlarging": "partial volume grew, with that evidence in the grown voxels",
+            "shrinking": "partial volume shrank, with that evidence in the lost voxels",
+            "stable": "otherwise (including a lesion only hinted at in the other session)",
         },
     },
     "lesion_ids": {"Description": "Comma-separated lesion ids in this session (n/a: none)"},
     "previous_lesion_ids": {"Description": "Comma-separated lesion ids in the previous session"},
-    "volume_mm3": {"Description": "Group volume in this session, subject space", "Units": "mm^3"},
-    "previous_volume_mm3": {"Description": "Group volume in the previous session", "Units": "mm^3"},
+    "volume_mm3": {
+        "Description": "Group partial volume in this session: lesion probability summed over "
+        "the group's footprint (both sessions' lesion voxels and their neighbours) in subject "
+        "space, times the voxel volume",
+        "Units": "mm^3",
+    },
+    "previous_volume_mm3": {
+        "Description": "Group partial volume in the previous session, over the same footprint",
+        "Units": "mm^3",
+    },
     "volume_change_mm3": {"Description": "volume_mm3 - previous_volume_mm3", "Units": "mm^3"},
 }
 LESION_COLUMNS = list(LESION_DICTIONARY)

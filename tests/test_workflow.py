@@ -23,6 +23,7 @@ from mdgru_bids.templates import resolve_template
 from mdgru_bids.workflows.base import init_single_subject_wf
 from mdgru_bids.workflows.config import WorkflowConfig
 from mdgru_bids.workflows.outputs import CHANGE_ROLES, SESSION_ROLES, init_session_outputs_wf
+from mdgru_bids.workflows.segmentation import TTA_DESC
 from tests.test_containers import namespaces_allowed
 
 
@@ -323,7 +324,8 @@ def test_full_output_disk_is_one_line_and_publishes_nothing(
 def test_single_session_flair_only_run_with_a_plugin_file(
     tiny_model_flair: Path, templateflow_home: Path, tmp_path: Path
 ) -> None:
-    """One session, no T1w, the Linear plugin from a plugin file: masks and tables, no change."""
+    """One session, no T1w, the Linear plugin from a plugin file, test-time augmentation:
+    masks and tables, no change."""
     from mdgru_bids.phantom import make_dataset
 
     bids = make_dataset(tmp_path / "bids", participants=1, sessions=1, seed=4, resolution=3.0)
@@ -334,7 +336,7 @@ def test_single_session_flair_only_run_with_a_plugin_file(
     out = tmp_path / "out"
     argv = [sys.executable, "-m", "mdgru_bids.cli.run", str(bids), str(out), "participant",
             "-w", str(tmp_path / "work"), "--model", str(tiny_model_flair), "--omp-nthreads",
-            "1", "--nipype-plugin-file", str(plugin)]  # fmt: skip
+            "1", "--nipype-plugin-file", str(plugin), "--tta"]  # fmt: skip
     env = {"TEMPLATEFLOW_HOME": str(templateflow_home), "PATH": "/usr/bin:/bin"}
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -345,6 +347,9 @@ def test_single_session_flair_only_run_with_a_plugin_file(
     assert not list(out.rglob("*_T1w.nii.gz"))
     log = (out / "logs" / "pypeline.log").read_text()
     assert "Running serially" in log and "[MultiProc]" not in log
+    sidecar = json.loads((anat / "sub-01_ses-01_label-lesion_probseg.json").read_text())
+    assert sidecar["TestTimeAugmentation"] is True
+    assert TTA_DESC in (out / "logs" / "sub-01_CITATION.md").read_text()
 
 
 def test_a_second_run_into_fresh_folders_gives_identical_outputs(

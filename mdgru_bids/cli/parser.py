@@ -8,6 +8,7 @@ from pathlib import Path
 from mdgru_bids import __version__
 from mdgru_bids.cli.common import Parser
 from mdgru_bids.lesions.change import ChangeThresholds
+from mdgru_bids.lesions.longitudinal import CHANGE_RULES
 from mdgru_bids.model.compute import DEFAULT_DEVICE, DEFAULT_PRECISION, PRECISIONS
 
 CHANGE = ChangeThresholds()  # the defaults
@@ -110,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="network arithmetic (default: bfloat16 where the hardware has it)",
     )
     perf.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="test-time augmentation: average the lesion probabilities over the image and its "
+        "three mirror images (four times the network time; default: off)",
+    )
+    perf.add_argument(
         "--nipype-plugin-file",
         type=Path,
         metavar="FILE",
@@ -170,6 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=CHANGE.min_change_fraction,
         metavar="F",
         help=f"... and as a fraction of its earlier volume (default: {CHANGE.min_change_fraction})",
+    )
+    model.add_argument(
+        "--change-rule",
+        choices=CHANGE_RULES,
+        default="evidence",
+        help="evidence (default): a lesion is new, enlarging, shrinking or resolved only where "
+        "the other session clearly shows it was not (or is no longer) there: low lesion "
+        "probability and a FLAIR rise (fall); difference: the thresholded masks differenced, "
+        "as most tools do (for comparison; flickers on rescans)",
     )
 
     other = parser.add_argument_group("other")

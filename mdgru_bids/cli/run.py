@@ -103,6 +103,7 @@ def run_participants(
     )
     from mdgru_bids.derivatives import init_derivatives
     from mdgru_bids.lesions.change import ChangeThresholds
+    from mdgru_bids.lesions.longitudinal import CHANGE_RULES
     from mdgru_bids.model.compute import resolve_compute
     from mdgru_bids.model.files import choose_model
     from mdgru_bids.templates import template_for_run
@@ -143,6 +144,7 @@ def run_participants(
             template=template,
             device=str(device),
             precision=precision,
+            tta=args.tta,
             omp_nthreads=omp_nthreads,
             registration_threads=omp_nthreads if args.multithreaded_registration else 1,
             seed=args.random_seed,
@@ -153,6 +155,7 @@ def run_participants(
                 else card["min_lesion_mm3"]
             ),
             change=ChangeThresholds(args.min_change_volume, args.min_change_fraction),
+            evidence=CHANGE_RULES[args.change_rule],
         )
         succeeded = run_subject(
             subject, cfg, work_dir, output_dir, plugin, plugin_args, args.write_graph

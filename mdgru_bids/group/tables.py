@@ -21,9 +21,13 @@ _IDS = {
 LESIONS_DICTIONARY = {
     **_IDS,
     "acq_time": {"Description": "Acquisition time of the session (sessions.tsv)"},
-    "lesion_count": {"Description": "Number of lesions in the session's lesion mask"},
+    "lesion_count": {
+        "Description": "Number of lesions: rows of the session's lesion table (lesions in "
+        "subject space; the tiniest may vanish from a coarse session-grid mask)"
+    },
     "total_volume_ml": {
-        "Description": "Total lesion volume on the session's FLAIR grid",
+        "Description": "Total lesion volume: the sum of the lesion table's partial volumes "
+        "(subject space)",
         "Units": "mL",
     },
     "mean_lesion_volume_mm3": {

@@ -15,6 +15,7 @@ from nipype.interfaces.base import (
 from mdgru_bids.io_spec import CHANGE_COLUMNS, LESION_COLUMNS
 from mdgru_bids.lesions.change import ChangeThresholds
 from mdgru_bids.lesions.components import LESION_THRESHOLD, MIN_LESION_MM3
+from mdgru_bids.lesions.longitudinal import Evidence
 
 
 class _LesionMaskInputSpec(BaseInterfaceInputSpec):
@@ -58,8 +59,17 @@ class LesionMask(SimpleInterface):
 class _LesionChangeInputSpec(BaseInterfaceInputSpec):
     previous_labels = File(exists=True, mandatory=True, desc="lesion ids, earlier session")
     current_labels = File(exists=True, mandatory=True, desc="lesion ids, later session, same grid")
+    previous_probseg = File(exists=True, mandatory=True, desc="lesion probability, earlier")
+    current_probseg = File(exists=True, mandatory=True, desc="lesion probability, later")
+    previous_flair = File(exists=True, mandatory=True, desc="preprocessed FLAIR, earlier")
+    current_flair = File(exists=True, mandatory=True, desc="preprocessed FLAIR, later")
+    previous_mask = File(exists=True, mandatory=True, desc="brain mask, earlier")
+    current_mask = File(exists=True, mandatory=True, desc="brain mask, later")
     min_change_mm3 = traits.Float(ChangeThresholds.min_change_mm3, usedefault=True)
     min_change_fraction = traits.Float(ChangeThresholds.min_change_fraction, usedefault=True)
+    absent_probability = traits.Float(Evidence.absent, usedefault=True)
+    absent_quantile = traits.Float(Evidence.absent_quantile, usedefault=True)
+    min_flair_change = traits.Float(Evidence.min_flair_change, usedefault=True)
 
 
 class _LesionChangeOutputSpec(TraitedSpec):
@@ -68,7 +78,8 @@ class _LesionChangeOutputSpec(TraitedSpec):
 
 
 class LesionChange(SimpleInterface):
-    """Match lesions of consecutive sessions and classify their change."""
+    """Match lesions of consecutive sessions and classify their change from both sessions'
+    evidence (lesions.longitudinal)."""
 
     input_spec = _LesionChangeInputSpec
     output_spec = _LesionChangeOutputSpec
@@ -77,15 +88,26 @@ class LesionChange(SimpleInterface):
         import numpy as np
         import pandas as pd
 
-        from mdgru_bids.lesions.change import change_map, match_lesions
+        from mdgru_bids.lesions.longitudinal import decide_change, flair_z
         from mdgru_bids.nifti import load_array, save_like
 
         prev, img = load_array(self.inputs.previous_labels, np.int32)
         curr, _ = load_array(self.inputs.current_labels, np.int32)
+        prob, z = {}, {}
+        for when in ("previous", "current"):
+            prob[when] = load_array(getattr(self.inputs, f"{when}_probseg"))[0]
+            brain = load_array(getattr(self.inputs, f"{when}_mask"), np.uint8)[0] > 0
+            z[when] = flair_z(load_array(getattr(self.inputs, f"{when}_flair"))[0], brain)
         voxel = float(abs(np.linalg.det(img.affine[:3, :3])))
         thresholds = ChangeThresholds(self.inputs.min_change_mm3, self.inputs.min_change_fraction)
-        groups = match_lesions(prev, curr, voxel, thresholds)
-        dseg = change_map(prev, curr, groups)
+        evidence = Evidence(
+            self.inputs.absent_probability, self.inputs.absent_quantile,
+            self.inputs.min_flair_change,
+        )  # fmt: skip
+        groups, dseg = decide_change(
+            prev, curr, prob["previous"], prob["current"], z["previous"], z["current"], voxel,
+            thresholds, evidence,
+        )  # fmt: skip
         rows = [
             {
                 "class": g.name,
@@ -107,8 +129,9 @@ class LesionChange(SimpleInterface):
 
 
 class _LesionTableInputSpec(BaseInterfaceInputSpec):
-    labels = File(exists=True, mandatory=True, desc="lesion ids on the session's own grid")
+    labels = File(exists=True, mandatory=True, desc="lesion ids in subject space")
     probseg = File(exists=True, mandatory=True, desc="lesion probability on the same grid")
+    to_subject = File(exists=True, mandatory=True, desc="session → subject transform (ITK)")
     change_table = File(exists=True, desc="LesionChange table of this session (absent: first)")
 
 
@@ -117,7 +140,8 @@ class _LesionTableOutputSpec(TraitedSpec):
 
 
 class LesionTable(SimpleInterface):
-    """One row per lesion: size, place, probability, and how it changed since last time."""
+    """One row per lesion: partial volume in subject space (lesions.longitudinal), centroid
+    in the session's scanner coordinates, probability, and how it changed since last time."""
 
     input_spec = _LesionTableInputSpec
     output_spec = _LesionTableOutputSpec
@@ -128,11 +152,15 @@ class LesionTable(SimpleInterface):
         from nipype.interfaces.base import isdefined
 
         from mdgru_bids.lesions.components import lesion_measures
+        from mdgru_bids.lesions.longitudinal import partial_volumes
         from mdgru_bids.nifti import load_array
+        from mdgru_bids.transforms import read_linear
 
         labels, img = load_array(self.inputs.labels, np.int32)
         prob, _ = load_array(self.inputs.probseg)
-        rows = lesion_measures(labels, img.affine, prob)
+        to_session = np.linalg.inv(read_linear(self.inputs.to_subject))
+        rows = lesion_measures(labels, to_session @ img.affine, prob)
+        volumes = partial_volumes(labels, prob, float(abs(np.linalg.det(img.affine[:3, :3]))))
         change = {}
         if isdefined(self.inputs.change_table):
             groups = pd.read_csv(self.inputs.change_table, sep="\t", dtype=str)
@@ -143,6 +171,7 @@ class LesionTable(SimpleInterface):
                     change[lesion] = (cls, previous)
         for row in rows:
             row.pop("voxels")
+            row["volume_mm3"] = float(volumes[row["lesion_id"]])
             row["class"], row["previous_lesion_ids"] = change.get(
                 str(row["lesion_id"]), ("n/a", "n/a")
             )

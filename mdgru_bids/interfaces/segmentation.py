@@ -24,6 +24,7 @@ class _SegmentInputSpec(BaseInterfaceInputSpec):
     model = File(exists=True, mandatory=True, desc="mdgru-bids model file (.safetensors)")
     device = traits.Str("cpu", usedefault=True, desc="torch device: cpu, cuda, cuda:1 ...")
     precision = traits.Enum(*PRECISIONS, usedefault=True)
+    tta = traits.Bool(False, usedefault=True, desc="average over the mirror images")
     num_threads = traits.Int(1, usedefault=True, desc="CPU threads for torch")
 
 
@@ -58,7 +59,10 @@ class SegmentLesions(SimpleInterface):
         images = [load_array(f)[0] for f in self.inputs.in_files]
         mask, ref = load_array(self.inputs.mask_file, np.uint8)
         zooms = tuple(float(z) for z in ref.header.get_zooms()[:3])
-        prob = segment(model, images, mask > 0, zooms, self.inputs.device, self.inputs.precision)
+        prob = segment(
+            model, images, mask > 0, zooms, self.inputs.device, self.inputs.precision,
+            tta=self.inputs.tta,
+        )  # fmt: skip
         out = os.path.join(runtime.cwd, "lesion_probseg.nii.gz")
         self._results["out_probseg"] = str(save_like(prob, ref, out))
         return runtime

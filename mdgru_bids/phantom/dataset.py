@@ -52,8 +52,8 @@ def make_dataset(
     """
     check_settings(participants, sessions, seed, resolution)
     out = Path(out_dir).expanduser().absolute()
-    _check_target(out, overwrite)
-    with _staging(out) as stage:
+    check_target(out, overwrite)
+    with staging(out) as stage:
         _write(stage, participants, sessions, seed, float(resolution), deface)
     return out
 
@@ -69,7 +69,7 @@ def check_settings(participants: int, sessions: int, seed: int, resolution: floa
         raise ValueError(f"resolution must be between {lo:g} and {hi:g} mm, not {resolution:g}")
 
 
-def _check_target(out: Path, overwrite: bool) -> None:
+def check_target(out: Path, overwrite: bool) -> None:
     """Refuse to write over anything but an empty directory, or (asked to) a BIDS dataset."""
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out} exists and is not a directory; choose another path")
@@ -88,7 +88,7 @@ def _check_target(out: Path, overwrite: bool) -> None:
 
 
 @contextlib.contextmanager
-def _staging(out: Path) -> Iterator[Path]:
+def staging(out: Path) -> Iterator[Path]:
     """A temporary sibling of ``out`` that takes its place only if everything was written."""
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))

@@ -9,8 +9,9 @@ from nipype.utils.filemanip import ensure_list
 from mdgru_bids.collect import Subject
 from mdgru_bids.interfaces.ants import ApplyTransforms
 from mdgru_bids.interfaces.lesions import LesionTable
+from mdgru_bids.lesions.longitudinal import CHANGE_RULES
 from mdgru_bids.workflows.anatomical import init_anat_preproc_wf
-from mdgru_bids.workflows.change import init_lesion_change_wf
+from mdgru_bids.workflows.change import PER_SESSION, init_lesion_change_wf
 from mdgru_bids.workflows.config import WorkflowConfig
 from mdgru_bids.workflows.outputs import init_session_outputs_wf, init_subject_outputs_wf
 from mdgru_bids.workflows.segmentation import init_lesion_seg_wf
@@ -28,7 +29,8 @@ def init_single_subject_wf(subject: Subject, cfg: WorkflowConfig) -> pe.Workflow
     # Nipype keeps method text on workflows only, so the subject-level steps are described here.
     workflow.__desc__ = " ".join(
         [f"Participant {subject.label} had {n} session(s), processed in acquisition order.",
-         _SUBJECT_SPACE_DESC] + ([_CHANGE_DESC.format(t=cfg.change)] if n > 1 else [])
+         _SUBJECT_SPACE_DESC]
+        + ([_change_desc(cfg)] if n > 1 else [])
     )  # fmt: skip
     workflow.__postdesc__ = _settings_desc(cfg)
     merged = {key: pe.Node(niu.Merge(n), name=f"merge_{key}") for key in ("flair", "mask", "mean")}
@@ -63,6 +65,7 @@ def init_single_subject_wf(subject: Subject, cfg: WorkflowConfig) -> pe.Workflow
             model=str(cfg.model),
             device=cfg.device,
             precision=cfg.precision,
+            tta=cfg.tta,
             threshold=cfg.threshold,
             min_lesion_mm3=cfg.min_lesion_mm3,
             omp_nthreads=cfg.omp_nthreads,
@@ -88,7 +91,9 @@ def init_single_subject_wf(subject: Subject, cfg: WorkflowConfig) -> pe.Workflow
                          ("outputnode.brain_mask", "inputnode.brain_mask")]),
             (pick, seg, [("out", "inputnode.to_subject")]),
             (subject_space, seg, [("outputnode.reference", "inputnode.subject_reference")]),
-            (seg, table, [("outputnode.labels", "labels"), ("outputnode.probseg", "probseg")]),
+            (seg, table, [("outputnode.subject_labels", "labels"),
+                          ("outputnode.subject_probseg", "probseg")]),
+            (pick, table, [("out", "to_subject")]),
             (seg, to_template_space, [("outputnode.subject_probseg", "in_file")]),
             (template, to_template_space, [
                 (("outputnode.subject_to_template", ensure_list), "transforms")]),
@@ -105,8 +110,10 @@ def init_single_subject_wf(subject: Subject, cfg: WorkflowConfig) -> pe.Workflow
         if previous is not None:
             change = init_lesion_change_wf(cfg, name=f"lesion_change_{tag}_wf")
             workflow.connect([
-                (previous, change, [("outputnode.subject_labels", "inputnode.previous_labels")]),
-                (seg, change, [("outputnode.subject_labels", "inputnode.current_labels")]),
+                (previous, change, [(f"outputnode.subject_{what}", f"inputnode.previous_{what}")
+                                    for what in PER_SESSION]),
+                (seg, change, [(f"outputnode.subject_{what}", f"inputnode.current_{what}")
+                               for what in PER_SESSION]),
                 (anat, change, [("outputnode.flair_preproc", "inputnode.flair_preproc")]),
                 (pick, change, [("out", "inputnode.to_subject")]),
                 (change, table, [("outputnode.change_table", "change_table")]),
@@ -115,6 +122,12 @@ def init_single_subject_wf(subject: Subject, cfg: WorkflowConfig) -> pe.Workflow
             ])  # fmt: skip
         previous = seg
     return workflow
+
+
+def _change_desc(cfg: WorkflowConfig) -> str:
+    """The methods sentence of the change rule in use."""
+    rule = _EVIDENCE_DESC if cfg.evidence != CHANGE_RULES["difference"] else _DIFFERENCE_DESC
+    return _CHANGE_DESC + " " + rule.format(t=cfg.change, e=cfg.evidence)
 
 
 def _settings_desc(cfg: WorkflowConfig) -> str:
@@ -141,8 +154,23 @@ _SUBJECT_SPACE_DESC = (
 )
 _CHANGE_DESC = (
     "Lesions of consecutive sessions were matched by overlap in subject space (lesions "
-    "connected through overlaps, as after a merge or split, form one group). A group without "
-    "an earlier lesion is new, one without a later lesion resolved; otherwise it is enlarging "
-    "or shrinking when its volume changed by at least {t.min_change_mm3} mm³ and by at least "
+    "connected through overlaps, as after a merge or split, form one group). Lesion volumes "
+    "are partial volumes in subject space: the lesion probability summed over the lesion and "
+    "its immediate neighbours (for a group, over the same footprint in both sessions)."
+)
+_EVIDENCE_DESC = (
+    "A change was called only with evidence from both sessions: a group without an earlier "
+    "lesion is new, and one without a later lesion resolved, only where the other session's "
+    "lesion probability stayed below {e.absent} over at least {e.absent_quantile:.0%} of the "
+    "lesion's voxels and the FLAIR (robust z-score in the brain) rose, or fell, there by at "
+    "least {e.min_flair_change} on average; a group is enlarging or shrinking when its partial "
+    "volume changed by at least {t.min_change_mm3} mm³ and by at least "
+    "{t.min_change_fraction:.0%} of the earlier volume, with that evidence in the grown or lost "
+    "voxels; every other group is stable."
+)
+_DIFFERENCE_DESC = (
+    "Change was taken from the thresholded masks alone: a group without an earlier lesion is "
+    "new, one without a later lesion resolved; otherwise it is enlarging or shrinking when its "
+    "partial volume changed by at least {t.min_change_mm3} mm³ and by at least "
     "{t.min_change_fraction:.0%} of the earlier volume, and stable otherwise."
 )

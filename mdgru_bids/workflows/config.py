@@ -8,6 +8,7 @@ from pathlib import Path
 
 from mdgru_bids.lesions.change import ChangeThresholds
 from mdgru_bids.lesions.components import LESION_THRESHOLD, MIN_LESION_MM3
+from mdgru_bids.lesions.longitudinal import Evidence
 from mdgru_bids.model.compute import DEFAULT_PRECISION
 from mdgru_bids.templates import Template
 
@@ -23,12 +24,14 @@ class WorkflowConfig:
     template: Template
     device: str = "cpu"
     precision: str = DEFAULT_PRECISION
+    tta: bool = False  # average over mirror images (model.inference.TTA_FLIPS)
     omp_nthreads: int = 1  # N4 and the network
     registration_threads: int = 1  # ANTs registrations: 1 repeats exactly, more may not
     seed: int = 0
     threshold: float = LESION_THRESHOLD
     min_lesion_mm3: float = MIN_LESION_MM3
     change: ChangeThresholds = field(default_factory=ChangeThresholds)
+    evidence: Evidence = field(default_factory=Evidence)
     subject_resolution_mm: float = 1.0
 
 
@@ -42,4 +45,5 @@ def run_settings(cfg: WorkflowConfig) -> dict[str, object]:
         "NetworkThreads": cfg.omp_nthreads,
         "NetworkDevice": cfg.device,
         "NetworkPrecision": cfg.precision,
+        "TestTimeAugmentation": cfg.tta,
     }

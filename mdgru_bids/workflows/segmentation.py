@@ -9,6 +9,8 @@ from mdgru_bids.interfaces.ants import ApplyTransforms
 from mdgru_bids.interfaces.lesions import LesionMask
 from mdgru_bids.interfaces.segmentation import SegmentLesions
 
+TTA_DESC = " (lesion probabilities averaged over the image and its three mirror images)"
+
 
 def init_lesion_seg_wf(
     *,
@@ -16,6 +18,7 @@ def init_lesion_seg_wf(
     model: str,
     device: str,
     precision: str,
+    tta: bool,
     threshold: float,
     min_lesion_mm3: float,
     omp_nthreads: int,
@@ -25,7 +28,8 @@ def init_lesion_seg_wf(
 
     Inputs: flair_preproc, t1w_preproc, brain_mask (session grid), to_subject (session →
     subject, ITK text), subject_reference (the subject-space grid).
-    Outputs: subject-space images, probseg and lesion labels (for change and the template),
+    Outputs: subject-space images, brain mask, probseg and lesion labels (for change, the
+    lesion tables and the template),
     and the session-grid probseg, labels and lesion mask (for the derivatives).
     """
     workflow = pe.Workflow(name=name)
@@ -33,8 +37,9 @@ def init_lesion_seg_wf(
         f"Lesions were segmented in subject space with a Multi-Dimensional Gated Recurrent Unit "
         f"network (MD-GRU, Andermatt et al. 2016, 2017) from the "
         f"{'FLAIR and T1w images' if use_t1w else 'FLAIR image'}, z-scored inside the brain "
-        f"mask; voxels with lesion probability above {threshold} formed lesions (26-connected "
-        f"components) of at least {min_lesion_mm3} mm³. Probability maps and lesion masks were "
+        f"mask{TTA_DESC if tta else ''}; voxels with lesion probability above {threshold} "
+        f"formed lesions (26-connected components) of at least {min_lesion_mm3} mm³. "
+        "Probability maps and lesion masks were "
         "resampled back onto each session's own FLAIR grid."
     )
     inputnode = pe.Node(
@@ -48,6 +53,7 @@ def init_lesion_seg_wf(
             fields=[
                 "subject_flair",
                 "subject_t1w",
+                "subject_mask",
                 "subject_probseg",
                 "subject_labels",
                 "probseg",
@@ -61,7 +67,9 @@ def init_lesion_seg_wf(
     channels = ["flair", "t1w"] if use_t1w else ["flair"]
     images = pe.Node(niu.Merge(len(channels)), name="images")
     segment = pe.Node(
-        SegmentLesions(model=model, device=device, precision=precision, num_threads=omp_nthreads),
+        SegmentLesions(
+            model=model, device=device, precision=precision, tta=tta, num_threads=omp_nthreads
+        ),
         name="segment",
         n_procs=omp_nthreads,
     )
@@ -89,6 +97,7 @@ def init_lesion_seg_wf(
         (xfm, to_subject_mask, [("out", "transforms")]),
         (images, segment, [("out", "in_files")]),
         (to_subject_mask, segment, [("out_file", "mask_file")]),
+        (to_subject_mask, outputnode, [("out_file", "subject_mask")]),
         (segment, lesions, [("out_probseg", "probseg")]),
         (segment, outputnode, [("out_probseg", "subject_probseg")]),
         (lesions, outputnode, [("out_labels", "subject_labels")]),

@@ -1,0 +1,189 @@
+"""Change between sessions decided from both sessions' evidence, and volumes that repeat.
+
+Differencing two independently thresholded masks makes every lesion whose probability hovers
+near the threshold flicker: a rescan with nothing changed shows new and resolved lesions.
+Here a matched group of lesions (change.match_lesions, in one subject space) is only called
+
+* new when the earlier session gives clear evidence the lesion was not there: its lesion
+  probability stays below ``Evidence.absent`` over the lesion's voxels (hysteresis: lesions
+  are drawn at the lesion threshold, absence needs the much lower one) and the FLAIR rose
+  there by at least ``Evidence.min_flair_change`` (robust z units);
+* resolved with the symmetric evidence (probability now below ``absent``, FLAIR fell);
+* enlarging (shrinking) when its partial volume grew (shrank) by the ChangeThresholds and the
+  grown (lost) voxels carry the same evidence;
+* stable otherwise — a lesion seen in one session and only hinted at in the other is the same
+  lesion, not a new one.
+
+Volumes are partial volumes: the sum of the lesion probability over the lesion's voxels and
+their immediate neighbours, times the voxel volume, on the one subject-space grid (a group:
+over the same footprint in both sessions); never a count of thresholded voxels, which changes
+with every grid even when nothing changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+from skimage.segmentation import expand_labels
+
+from mdgru_bids.lesions.change import (
+    ENLARGING,
+    NEW,
+    RESOLVED,
+    SHRINKING,
+    STABLE,
+    ChangeThresholds,
+    LesionGroup,
+    match_lesions,
+)
+from mdgru_bids.lesions.components import STRUCTURE
+
+#: How far (voxels) a lesion's partial volume reaches beyond its thresholded voxels.
+PARTIAL_VOLUME_REACH = 1
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What it takes to say a lesion was not there (or is no longer)."""
+
+    absent: float = 0.2  # lesion probability below which a voxel is clearly not lesion
+    absent_quantile: float = 0.9  # this share of the lesion's voxels must be below ``absent``
+    min_flair_change: float = 1.0  # mean FLAIR change over the changed voxels, robust z
+
+
+#: Evidence per --change-rule: differencing asks for none (every voxel counts as absent).
+CHANGE_RULES = {
+    "evidence": Evidence(),
+    "difference": Evidence(absent=np.inf, absent_quantile=0.0, min_flair_change=-np.inf),
+}
+
+
+def flair_z(flair: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """(FLAIR - median) / (1.4826 MAD) inside the brain, 0 outside: one scale per session, so
+    FLAIR of two sessions can be compared after bias correction."""
+    values = flair[brain]
+    if values.size == 0:
+        raise ValueError("the brain mask is empty")
+    median = float(np.median(values))
+    mad = 1.4826 * float(np.median(np.abs(values - median))) or 1.0
+    return np.where(brain, (flair - median) / mad, 0.0).astype(np.float32)
+
+
+def partial_volumes(labels: np.ndarray, prob: np.ndarray, voxel_mm3: float) -> np.ndarray:
+    """Partial volume (mm³) of every lesion id 0..max: probability summed over the lesion grown
+    by PARTIAL_VOLUME_REACH voxels (index 0 is unused)."""
+    grown = expand_labels(labels, PARTIAL_VOLUME_REACH)
+    n = int(labels.max())
+    return np.bincount(grown.ravel(), weights=prob.ravel(), minlength=n + 1)[: n + 1] * voxel_mm3
+
+
+def decide_change(
+    previous: np.ndarray,
+    current: np.ndarray,
+    previous_prob: np.ndarray,
+    current_prob: np.ndarray,
+    previous_z: np.ndarray,
+    current_z: np.ndarray,
+    voxel_mm3: float,
+    thresholds: ChangeThresholds,
+    evidence: Evidence,
+) -> tuple[list[LesionGroup], np.ndarray]:
+    """Groups of the two sessions' lesion labels classified with evidence from both sessions,
+    and the voxel change map (change.py labels); all arrays on one subject-space grid."""
+    groups = match_lesions(previous, current, voxel_mm3, thresholds)
+    rise = current_z - previous_z
+    absent_before = previous_prob < evidence.absent
+    absent_now = current_prob < evidence.absent
+    boxes = _boxes(previous, current)
+    decided = []
+    for g in groups:
+        box = boxes(g)
+        was = np.isin(previous[box], g.previous)
+        now = np.isin(current[box], g.current)
+        others = ((previous[box] > 0) & ~was) | ((current[box] > 0) & ~now)
+        grown = ndimage.binary_dilation(was | now, STRUCTURE, PARTIAL_VOLUME_REACH)
+        footprint = grown & ~others  # the same voxels measured in both sessions
+        before = float(previous_prob[box][footprint].sum()) * voxel_mm3
+        after = float(current_prob[box][footprint].sum()) * voxel_mm3
+        change = _decide(g, before, after, was, now, box, rise, absent_before, absent_now,
+                         thresholds, evidence)  # fmt: skip
+        decided.append(LesionGroup(g.previous, g.current, before, after, change))
+    return decided, _change_map(previous, current, decided, absent_before, absent_now)
+
+
+def _decide(
+    g: LesionGroup,
+    before: float,
+    after: float,
+    was: np.ndarray,
+    now: np.ndarray,
+    box: tuple[slice, ...],
+    rise: np.ndarray,
+    absent_before: np.ndarray,
+    absent_now: np.ndarray,
+    thresholds: ChangeThresholds,
+    evidence: Evidence,
+) -> int:
+    """The group's class: a change only where both sessions' evidence agrees."""
+
+    def clearly_absent(absent: np.ndarray, voxels: np.ndarray) -> bool:
+        return float(np.mean(absent[box][voxels])) >= evidence.absent_quantile
+
+    def flair_moved(voxels: np.ndarray, sign: float) -> bool:
+        return voxels.any() and sign * float(rise[box][voxels].mean()) >= evidence.min_flair_change
+
+    if not g.previous:
+        return NEW if clearly_absent(absent_before, now) and flair_moved(now, 1.0) else STABLE
+    if not g.current:
+        return RESOLVED if clearly_absent(absent_now, was) and flair_moved(was, -1.0) else STABLE
+    enough = max(thresholds.min_change_mm3, thresholds.min_change_fraction * before)
+    if after - before >= enough and flair_moved(now & absent_before[box], 1.0):
+        return ENLARGING
+    if before - after >= enough and flair_moved(was & absent_now[box], -1.0):
+        return SHRINKING
+    return STABLE
+
+
+def _boxes(previous: np.ndarray, current: np.ndarray):
+    """A function giving the bounding box (grown by the partial-volume reach) of a group."""
+    prev_obj = ndimage.find_objects(previous)
+    curr_obj = ndimage.find_objects(current)
+    reach = PARTIAL_VOLUME_REACH + 1
+
+    def box(g: LesionGroup) -> tuple[slice, ...]:
+        slices = [prev_obj[i - 1] for i in g.previous] + [curr_obj[i - 1] for i in g.current]
+        return tuple(
+            slice(max(0, min(s[a].start for s in slices) - reach),
+                  min(previous.shape[a], max(s[a].stop for s in slices) + reach))
+            for a in range(previous.ndim)
+        )  # fmt: skip
+
+    return box
+
+
+def _change_map(
+    previous: np.ndarray,
+    current: np.ndarray,
+    groups: list[LesionGroup],
+    absent_before: np.ndarray,
+    absent_now: np.ndarray,
+) -> np.ndarray:
+    """Voxel labels: a group's current voxels are stable unless the group changed; only the
+    voxels clearly absent in the other session are grown (enlarging) or lost (shrinking)."""
+    curr_class = np.zeros(int(current.max()) + 1, dtype=np.uint8)
+    prev_class = np.zeros(int(previous.max()) + 1, dtype=np.uint8)
+    for g in groups:
+        curr_class[list(g.current)] = g.change
+        prev_class[list(g.previous)] = g.change
+    now = curr_class[current]
+    before = prev_class[previous]
+    out = np.zeros(current.shape, dtype=np.uint8)
+    out[now > 0] = STABLE
+    out[now == NEW] = NEW
+    out[(now == ENLARGING) & absent_before] = ENLARGING
+    lost = (current == 0) & (previous > 0)
+    out[lost & (before == SHRINKING) & absent_now] = SHRINKING
+    out[lost & (before == RESOLVED)] = RESOLVED
+    return out

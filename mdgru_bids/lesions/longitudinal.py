@@ -36,6 +36,7 @@ from mdgru_bids.lesions.change import (
     STABLE,
     ChangeThresholds,
     LesionGroup,
+    change_map,
     match_lesions,
 )
 from mdgru_bids.lesions.components import STRUCTURE
@@ -110,7 +111,7 @@ def decide_change(
         change = _decide(g, before, after, was, now, box, rise, absent_before, absent_now,
                          thresholds, evidence)  # fmt: skip
         decided.append(LesionGroup(g.previous, g.current, before, after, change))
-    return decided, _change_map(previous, current, decided, absent_before, absent_now)
+    return decided, change_map(previous, current, decided, absent_before, absent_now)
 
 
 def _decide(
@@ -161,29 +162,3 @@ def _boxes(previous: np.ndarray, current: np.ndarray):
         )  # fmt: skip
 
     return box
-
-
-def _change_map(
-    previous: np.ndarray,
-    current: np.ndarray,
-    groups: list[LesionGroup],
-    absent_before: np.ndarray,
-    absent_now: np.ndarray,
-) -> np.ndarray:
-    """Voxel labels: a group's current voxels are stable unless the group changed; only the
-    voxels clearly absent in the other session are grown (enlarging) or lost (shrinking)."""
-    curr_class = np.zeros(int(current.max()) + 1, dtype=np.uint8)
-    prev_class = np.zeros(int(previous.max()) + 1, dtype=np.uint8)
-    for g in groups:
-        curr_class[list(g.current)] = g.change
-        prev_class[list(g.previous)] = g.change
-    now = curr_class[current]
-    before = prev_class[previous]
-    out = np.zeros(current.shape, dtype=np.uint8)
-    out[now > 0] = STABLE
-    out[now == NEW] = NEW
-    out[(now == ENLARGING) & absent_before] = ENLARGING
-    lost = (current == 0) & (previous > 0)
-    out[lost & (before == SHRINKING) & absent_now] = SHRINKING
-    out[lost & (before == RESOLVED)] = RESOLVED
-    return out

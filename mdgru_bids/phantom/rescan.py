@@ -24,7 +24,7 @@ from scipy.spatial.transform import Rotation
 
 from mdgru_bids import __version__
 from mdgru_bids.phantom import bids
-from mdgru_bids.phantom.acquisition import rician
+from mdgru_bids.phantom.acquisition import bias_field, rician
 from mdgru_bids.phantom.dataset import check_target, staging
 from mdgru_bids.transforms import write_linear
 
@@ -144,12 +144,10 @@ def slice_axis(zooms: np.ndarray, directions: np.ndarray) -> int:
     return int(np.argmax(np.abs(directions[2])))
 
 
-def bias_field(rng: np.random.Generator, shape: tuple[int, ...], bias: float) -> np.ndarray:
-    """Smooth multiplicative bias: exp of a random quadratic, scaled to stay within 1 ± bias."""
-    x, y, z = (np.linspace(-1.0, 1.0, n, dtype=np.float32) for n in shape)
-    x, y, z = x[:, None, None], y[None, :, None], z[None, None, :]
-    terms = (x, y, z, x * x, y * y, z * z, x * y, x * z, y * z)
-    log = np.broadcast_to(sum(np.float32(rng.normal()) * t for t in terms), shape)
+def bounded_bias_field(rng: np.random.Generator, shape: tuple[int, ...], bias: float) -> np.ndarray:
+    """The phantom's smooth bias field (acquisition.bias_field), its log scaled so the field
+    just reaches 1 ± bias: a rescan's bias of a known size."""
+    log = np.log(bias_field(rng, shape))
     span = float(np.abs(log).max()) or 1.0
     return np.exp(log * (np.log1p(bias) / span)).astype(np.float32)
 
@@ -200,7 +198,7 @@ def reacquire(
     source_step = float(np.linalg.norm(affine[:3, :3], axis=0).min())
     maps = [data] if lesion_mask is None else [data, lesion_mask.astype(np.float32)]
     sampled = resample(maps, affine, shape, grid, pose, source_step)
-    moved = np.clip(sampled[0], 0.0, None) * bias_field(rng, shape, rescan.bias)
+    moved = np.clip(sampled[0], 0.0, None) * bounded_bias_field(rng, shape, rescan.bias)
     brain = moved > 0.1 * np.percentile(moved, 99)
     sigma = float(np.median(moved[brain])) / rescan.snr if brain.any() else 0.0
     noisy = rician(rng, moved, np.float32(sigma)) if sigma > 0 else moved

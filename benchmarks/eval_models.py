@@ -43,6 +43,7 @@ from mdgru_bids.evaluation import evaluate, find_pairs  # noqa: E402
 from mdgru_bids.io_spec import OUTPUTS  # noqa: E402
 from mdgru_bids.lesions.change import ENLARGING, NEW, RESOLVED, SHRINKING  # noqa: E402
 from mdgru_bids.lesions.components import MIN_LESION_MM3, label_lesions  # noqa: E402
+from mdgru_bids.lesions.longitudinal import flair_z  # noqa: E402
 from mdgru_bids.lesions.metrics import (  # noqa: E402
     ANY_OVERLAP,
     SIZE_BINS_MM3,
@@ -85,10 +86,7 @@ def robust_z(flair: np.ndarray, brain: np.ndarray) -> np.ndarray:
     from scipy import ndimage
 
     inner = ndimage.binary_erosion(brain, iterations=ERODE_MM)
-    values = flair[inner if inner.any() else brain]
-    median = float(np.median(values))
-    mad = 1.4826 * float(np.median(np.abs(values - median))) or 1.0
-    return np.where(brain, (flair - median) / mad, 0.0)
+    return flair_z(flair, brain, inner if inner.any() else brain)
 
 
 def baseline_mask(z: np.ndarray, threshold: float, min_voxels: int) -> np.ndarray:

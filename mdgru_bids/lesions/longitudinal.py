@@ -61,10 +61,13 @@ CHANGE_RULES = {
 }
 
 
-def flair_z(flair: np.ndarray, brain: np.ndarray) -> np.ndarray:
+def flair_z(
+    flair: np.ndarray, brain: np.ndarray, reference: np.ndarray | None = None
+) -> np.ndarray:
     """(FLAIR - median) / (1.4826 MAD) inside the brain, 0 outside: one scale per session, so
-    FLAIR of two sessions can be compared after bias correction."""
-    values = flair[brain]
+    FLAIR of two sessions can be compared after bias correction. Median and MAD come from
+    ``reference`` (default: the brain)."""
+    values = flair[brain if reference is None else reference]
     if values.size == 0:
         raise ValueError("the brain mask is empty")
     median = float(np.median(values))

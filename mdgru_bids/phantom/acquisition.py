@@ -101,7 +101,7 @@ def draw_pose(
     return pose
 
 
-def _subsamples(grid: Grid, work_mm: float) -> np.ndarray:
+def subsamples(grid: Grid, work_mm: float) -> np.ndarray:
     """Offsets (S, 3), in voxels, that tile a voxel at the work resolution: the slice profile."""
     counts = np.maximum(np.round(grid.zooms / work_mm), 1).astype(int)
     axes = [(np.arange(n) + 0.5) / n - 0.5 for n in counts]
@@ -122,7 +122,7 @@ def sample(
     volume, thick slices); ``labels`` keep the largest label any sub-sample lands on.
     """
     to_subject = np.linalg.inv(pose) @ grid.affine
-    offsets = _subsamples(grid, anatomy.voxel_mm)
+    offsets = subsamples(grid, anatomy.voxel_mm)
     origin = anatomy.affine[:3, 3, None]
     nx, ny, nz = grid.shape
     out = {name: np.zeros(grid.shape, np.float32) for name in linear}

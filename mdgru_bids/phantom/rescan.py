@@ -24,7 +24,7 @@ from scipy.spatial.transform import Rotation
 
 from mdgru_bids import __version__
 from mdgru_bids.phantom import bids
-from mdgru_bids.phantom.acquisition import bias_field, rician
+from mdgru_bids.phantom.acquisition import Grid, bias_field, rician, subsamples
 from mdgru_bids.phantom.dataset import check_target, staging
 from mdgru_bids.transforms import write_linear
 
@@ -162,10 +162,7 @@ def resample(
 ) -> list[np.ndarray]:
     """Maps of the first session read through the second acquisition: each new voxel is the
     mean of linear samples spaced ``source_step_mm`` across its extent (a boxcar profile)."""
-    zooms = np.linalg.norm(affine[:3, :3], axis=0)
-    counts = np.maximum(np.round(zooms / source_step_mm), 1).astype(int)
-    axes = [(np.arange(n) + 0.5) / n - 0.5 for n in counts]
-    offsets = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+    offsets = subsamples(Grid(shape, affine), source_step_mm)
     to_source = np.linalg.inv(source_affine) @ np.linalg.inv(pose) @ affine
     out = [np.zeros(shape, np.float32) for _ in maps]
     nx, ny, nz = shape

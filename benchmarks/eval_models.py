@@ -19,6 +19,7 @@ mean Dice) and applied unchanged to every real case.
    lesion-change mask: voxel Dice and lesion-wise detection of the changed lesions.
 
 Usage: python benchmarks/eval_models.py --model M.safetensors [--phantom DIR]
+       [--reference-model OLD.safetensors]
        [--cross-sectional DIR [--case-model LABEL=M2.safetensors ...]] [--figures DIR]
        [--longitudinal DIR] --work DIR [--json FILE] [--record-in-card]
        (TEMPLATEFLOW_HOME must be set; --record-in-card writes the figures into the model card)
@@ -55,6 +56,7 @@ from mdgru_bids.lesions.metrics import (  # noqa: E402
 from mdgru_bids.model.files import load_model, save_model  # noqa: E402
 
 BASELINE_THRESHOLDS = np.round(np.arange(1.0, 4.01, 0.25), 2)
+MODEL_THRESHOLDS = np.round(np.arange(0.1, 0.91, 0.1), 2)
 ERODE_MM = 3
 
 APP = Path(sys.executable).parent / "mdgru-bids"
@@ -161,6 +163,7 @@ def cross_sectional_scores(
             "participant_seconds": round(seconds, 1),
             "model_scores": case_scores(predicted, truth, voxel),
             "baseline_scores": case_scores(base, truth, voxel),
+            "model_by_threshold": by_threshold(pair.prediction.path, truth, voxel, min_voxels),
         }
         if figures is not None:
             outline_figure(
@@ -172,6 +175,19 @@ def cross_sectional_scores(
                 f"sub-{label}: truth (green), {model.stem} (red), baseline (cyan)",
             )
     return results
+
+
+def by_threshold(mask_path: Path, truth: np.ndarray, voxel: float, min_voxels: int) -> dict:
+    """Voxel Dice and lesion F1 (MSSEG rule) of the model's published probabilities at each
+    of MODEL_THRESHOLDS: how much the card's threshold leaves on the table."""
+    stem = str(mask_path).removesuffix(OUTPUTS["lesion_mask"].stem())
+    prob = ants.image_read(stem + OUTPUTS["probseg"].stem()).numpy()
+    table = {}
+    for t in MODEL_THRESHOLDS:
+        predicted = baseline_mask(prob, float(t), min_voxels)
+        detection = lesion_detection(predicted, truth, voxel, DetectionRule())
+        table[float(t)] = {"dice": dice(predicted, truth), "lesion_f1_msseg": detection.f1}
+    return table
 
 
 def outline_figure(
@@ -303,6 +319,10 @@ def main() -> None:
     parser.add_argument(
         "--change-rule", default="evidence", help="the app's --change-rule (longitudinal data)"
     )
+    parser.add_argument(
+        "--reference-model", type=Path,
+        help="also score --phantom and --longitudinal with this model (say, the one it replaces)",
+    )  # fmt: skip
     parser.add_argument("--record-in-card", action="store_true")
     args = parser.parse_args()
     results: dict = {"model": args.model.name, "change_rule": args.change_rule}
@@ -314,6 +334,14 @@ def main() -> None:
     ):
         if data is None:
             continue
+        if args.reference_model is not None:
+            out = args.work / f"{key}_out_{args.change_rule}_{args.reference_model.stem}"
+            run_participant(
+                data, out, args.work / f"{key}_work", args.reference_model, args.nprocs,
+                app_args=("--change-rule", args.change_rule),
+            )  # fmt: skip
+            results.setdefault("reference", {"model": args.reference_model.name})
+            results["reference"][key] = score(data, out)
         out = args.work / f"{key}_out_{args.change_rule}"
         seconds = run_participant(
             data, out, args.work / f"{key}_work", args.model, args.nprocs,

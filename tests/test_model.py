@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from mdgru_bids.model.network import (
     count_parameters,
     default_config,
     reference_config,
+    widen_inputs,
 )
 from mdgru_bids.model.training import Case, TrainConfig, sample_batch, train
 from tests.synthetic import blob_case
@@ -47,6 +49,25 @@ def test_networks_map_input_to_class_logits(cfg: NetworkConfig) -> None:
         out = net(torch.randn(2, cfg.in_channels, side, side // 2 + cfg.divisor, side))
     assert out.shape == (2, cfg.n_classes, side, side // 2 + cfg.divisor, side)
     assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("architecture", ["multiscale", "flat"])
+def test_a_widened_network_answers_as_before_until_it_learns_the_new_input(
+    architecture: str,
+) -> None:
+    cfg = NetworkConfig(
+        architecture=architecture, in_channels=1, hidden=(4, 4), outputs=(8, 2),
+        kernel_size=(3, 3), stem=4, dropconnect=0.0,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    narrow = build_network(cfg).eval()
+    wide = widen_inputs(narrow, cfg, 2).eval()
+    x = torch.randn(1, 2, 8, 8, 8)
+    with torch.no_grad():
+        assert (wide(x) - narrow(x[:, :1])).abs().max().item() < 1e-5
+    assert count_parameters(wide) > count_parameters(narrow)
+    with pytest.raises(ValueError, match="narrow"):
+        widen_inputs(wide, replace(cfg, in_channels=2), 1)
 
 
 def test_fusing_before_up_sampling_equals_up_sampling_then_fusing() -> None:

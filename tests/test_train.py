@@ -92,7 +92,7 @@ def test_a_model_trains_on_synthetic_data_alone(synthetic_only: Path) -> None:
     assert training["total_training_seconds"] == training["training_seconds"] > 0
 
 
-def test_fine_tuning_starts_from_a_model_and_adds_up_its_compute(
+def test_fine_tuning_starts_from_a_model_adds_inputs_and_adds_up_its_compute(
     synthetic_only: Path, phantom_bids: Path, templateflow_home: Path, tmp_path: Path
 ) -> None:
     model = tmp_path / "tuned.safetensors"
@@ -100,13 +100,14 @@ def test_fine_tuning_starts_from_a_model_and_adds_up_its_compute(
         mp.setenv("TEMPLATEFLOW_HOME", str(templateflow_home))
         assert main([
             str(phantom_bids), str(phantom_bids / "derivatives" / "truth"), str(model),
-            "--init-model", str(synthetic_only), "--inputs", "FLAIR", "--participant-label", "02",
-            "--synth", "0", "--patch-size", "16", "--inference-patch-size", "32",
-            "--iterations", "2", "--validation-fraction", "0", "-w", str(tmp_path / "work"),
-            "--nprocs", "2", "--no-progress",
+            "--init-model", str(synthetic_only), "--inputs", "FLAIR", "T1w",
+            "--participant-label", "02", "--synth", "0", "--patch-size", "16",
+            "--inference-patch-size", "32", "--iterations", "2", "--validation-fraction", "0",
+            "-w", str(tmp_path / "work"), "--nprocs", "2", "--no-progress",
         ]) == 0  # fmt: skip
     base, card = read_card(synthetic_only), read_card(model)
-    assert card["network"] == base["network"]
+    assert card["inputs"] == ["FLAIR", "T1w"] and card["network"]["in_channels"] == 2
+    assert {**card["network"], "in_channels": 1} == base["network"]
     init = card["training"]["init_model"]
     assert init["total_training_seconds"] == base["training"]["total_training_seconds"]
     total = card["training"]["training_seconds"] + init["total_training_seconds"]
@@ -119,8 +120,9 @@ def test_init_model_with_other_inputs_exits_64(
 ) -> None:
     truth = phantom_bids / "derivatives" / "truth"
     code, err = _run(
-        capsys, phantom_bids, truth, tmp_path / "m.safetensors", "--init-model", synthetic_only
-    )
+        capsys, phantom_bids, truth, tmp_path / "m.safetensors", "--init-model", synthetic_only,
+        "--inputs", "T1w", "FLAIR",
+    )  # fmt: skip
     assert code == 64
     assert "--init-model takes ['FLAIR']" in err
 

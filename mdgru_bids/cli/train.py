@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--init-model",
         metavar="flair|flair-t1w|PATH",
-        help="start from this model's weights and network (fine-tuning) instead of afresh",
+        help="start from this model's weights and network (fine-tuning) instead of afresh; "
+        "inputs after its own (FLAIR, then T1w) start with zero weights",
     )
     parser.add_argument(
         "--synth",
@@ -167,6 +168,7 @@ def _main(argv: Sequence[str] | None) -> int:
 
     from mdgru_bids.model.cases import load_case, split
     from mdgru_bids.model.files import save_model
+    from mdgru_bids.model.network import widen_inputs
     from mdgru_bids.model.training import CheckpointError, TrainConfig, train, write_training_log
     from mdgru_bids.model.training_card import training_card
 
@@ -205,7 +207,10 @@ def _main(argv: Sequence[str] | None) -> int:
             "starting afresh: removing the checkpoint %s (use --resume to continue)", checkpoint
         )
         checkpoint.unlink()
-    network = init.network.train() if init else build_network_seeded(config, args.random_seed)
+    if init is None:
+        network = build_network_seeded(config, args.random_seed)
+    else:
+        network = widen_inputs(init.network, init.config, config.in_channels).train()
     start = time.perf_counter()
     try:
         history = train(
@@ -393,13 +398,15 @@ def network_config(args: argparse.Namespace, init: Model | None = None) -> Netwo
 
     channels = len(args.inputs) * (2 if args.highpass_mm else 1)
     if init is not None:
-        config = init.config
         normalisation = init.card["normalisation"].get("highpass_mm")
-        if init.inputs != list(args.inputs) or normalisation != args.highpass_mm:
+        widened = not normalisation and list(args.inputs[: len(init.inputs)]) == init.inputs
+        if not (init.inputs == list(args.inputs) or widened) or normalisation != args.highpass_mm:
             raise UsageError(
                 f"--init-model takes {init.inputs} (high-pass {normalisation}), not "
-                f"{list(args.inputs)} (high-pass {args.highpass_mm}): match --inputs"
+                f"{list(args.inputs)} (high-pass {args.highpass_mm}): match --inputs, or add "
+                "inputs after its own"
             )
+        config = replace(init.config, in_channels=channels)
     elif args.config in CONFIGS:
         config = CONFIGS[args.config](in_channels=channels)
     else:

@@ -13,8 +13,9 @@ Two architectures:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -263,3 +264,24 @@ def build_network(cfg: NetworkConfig) -> nn.Module:
 
 def count_parameters(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
+
+
+def widen_inputs(network: nn.Module, cfg: NetworkConfig, in_channels: int) -> nn.Module:
+    """A copy of ``network`` that takes ``in_channels`` inputs, the first ``cfg.in_channels``
+    as before: the weights of the new input channels start at zero, so the widened network
+    gives exactly the old answer until training teaches it to use them (a FLAIR+T1w model
+    fine-tuned from a FLAIR model)."""
+    if in_channels < cfg.in_channels:
+        raise ValueError(f"cannot narrow a {cfg.in_channels}-input network to {in_channels}")
+    wide = build_network(replace(cfg, in_channels=in_channels))
+    state = wide.state_dict()
+    for name, old in network.state_dict().items():
+        new = state[name]
+        if old.shape != new.shape:
+            (axis,) = np.flatnonzero(np.array(old.shape) != np.array(new.shape))
+            new.zero_()
+            new.narrow(int(axis), 0, old.shape[axis]).copy_(old)
+        else:
+            new.copy_(old)
+    wide.load_state_dict(state)
+    return wide

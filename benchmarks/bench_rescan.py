@@ -1,14 +1,16 @@
-"""Repeatability on no-change rescan pairs: false change and volume change, per change rule.
+"""Repeatability on no-change rescan pairs: false change and volume change, per method.
 
 Every source session — each labelled case of ``--cross-sectional`` (Lesjak et al. 2017,
 CC-BY, masks in ``derivatives/manual``) and the first session of each participant of a
 held-out phantom (``mdgru-bids-phantom --seed`` ``--phantom-seed``) — becomes a rescan pair at
 the source's resolution and with 3 mm slices (``mdgru-bids-phantom --rescan-of``). Each pair
-runs through ``mdgru-bids participant`` with each change rule (``evidence``, the default, and
-``difference``: independently thresholded masks differenced); the segmentation is the same,
-so the second rule reuses the work folder and costs only the change step.
+runs through ``mdgru-bids participant`` with each method of METHODS: ``joint`` (the default:
+sessions segmented jointly, change from evidence), ``evidence`` (sessions thresholded
+independently, change from evidence) and ``difference`` (independent masks differenced, as
+most tools do); the network's answers are the same, so every method after the first reuses
+the work folder and costs only the lesion and change steps.
 
-Per pair and rule: the new / enlarging / shrinking / resolved groups reported (every one is
+Per pair and method: the new / enlarging / shrinking / resolved groups reported (every one is
 false: nothing changed), the total lesion volume change in % from the lesion tables (partial
 volume in subject space) and from thresholded voxel counts on each session's own grid (what
 independent masks give), and each session's lesion Dice against its truth. The summary gives
@@ -16,7 +18,8 @@ the coefficient of variation of total lesion volume (within-pair SD over mean, r
 square over pairs) and the false new-lesion rate per pair.
 
 Usage: python benchmarks/bench_rescan.py --model M.safetensors --work DIR
-       [--cross-sectional DIR] [--phantom-seed 99] [--json FILE]
+       [--cross-sectional DIR] [--phantom-seed 99] [--methods joint evidence difference]
+       [--json FILE]
        (TEMPLATEFLOW_HOME must be set)
 """
 
@@ -40,7 +43,11 @@ from mdgru_bids.io_spec import OUTPUTS  # noqa: E402
 from mdgru_bids.lesions.metrics import dice  # noqa: E402
 
 BIN = Path(sys.executable).parent
-RULES = ("evidence", "difference")
+METHODS = {
+    "joint": ("--change-rule", "evidence", "--sessions", "joint"),
+    "evidence": ("--change-rule", "evidence", "--sessions", "independent"),
+    "difference": ("--change-rule", "difference", "--sessions", "independent"),
+}
 SLICES = (None, 3.0)
 CLASSES = ("new", "enlarging", "shrinking", "resolved")
 
@@ -72,12 +79,11 @@ def make_pair(flair: Path, mask: Path, slice_mm: float | None, out: Path, seed: 
     return out
 
 
-def run(bids: Path, out: Path, work: Path, model: Path, rule: str, nprocs: int) -> float:
+def run(bids: Path, out: Path, work: Path, model: Path, method: str, nprocs: int) -> float:
     start = time.perf_counter()
     subprocess.run(
         [str(BIN / "mdgru-bids"), str(bids), str(out), "participant", "--model", str(model),
-         "-w", str(work), "--nprocs", str(nprocs), "--skip-bids-validation",
-         "--change-rule", rule],
+         "-w", str(work), "--nprocs", str(nprocs), "--skip-bids-validation", *METHODS[method]],
         check=True, capture_output=True,
     )  # fmt: skip
     return time.perf_counter() - start
@@ -113,17 +119,17 @@ def scores(bids: Path, out: Path) -> dict:
 
 
 def summary(rows: list[dict]) -> dict:
-    """Within-pair CV of total volume and false change per pair, per rule and slicing."""
+    """Within-pair CV of total volume and false change per pair, per method and slicing."""
     out = {}
-    for rule in RULES:
+    for method in METHODS:
         for slices in ("1mm", "3mm"):
-            picked = [r for r in rows if r["rule"] == rule and r["slices"] == slices]
+            picked = [r for r in rows if r["method"] == method and r["slices"] == slices]
             if not picked:
                 continue
             cv = [
                 abs(a - b) / np.sqrt(2) / ((a + b) / 2) for a, b in (r["volume_ml"] for r in picked)
             ]
-            out[f"{rule}_{slices}"] = {
+            out[f"{method}_{slices}"] = {
                 "pairs": len(picked),
                 "volume_cv_pct": 100 * float(np.sqrt(np.mean(np.square(cv)))),
                 "max_abs_volume_change_pct": max(abs(r["volume_change_pct"]) for r in picked),
@@ -133,6 +139,7 @@ def summary(rows: list[dict]) -> dict:
                 "false_any_change_per_pair": float(
                     np.mean([sum(r[c] for c in CLASSES) for r in picked])
                 ),
+                "mean_dice": float(np.mean([r[f"dice_ses-{s}"] for r in picked for s in "12"])),
             }
     return out
 
@@ -145,6 +152,7 @@ def main() -> None:
     parser.add_argument("--phantom-seed", type=int)
     parser.add_argument("--phantom-participants", type=int, default=2)
     parser.add_argument("--nprocs", type=int, default=2)
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     phantom = None
@@ -161,11 +169,11 @@ def main() -> None:
         for slice_mm in SLICES:
             slices = f"{slice_mm:g}mm" if slice_mm else "1mm"
             pair = make_pair(flair, mask, slice_mm, args.work / f"pair-{name}-{slices}", 1)
-            for rule in RULES:
-                out = args.work / f"out-{name}-{slices}-{rule}"
-                seconds = run(pair, out, args.work / f"work-{name}-{slices}", args.model, rule,
+            for method in args.methods:
+                out = args.work / f"out-{name}-{slices}-{method}"
+                seconds = run(pair, out, args.work / f"work-{name}-{slices}", args.model, method,
                               args.nprocs)  # fmt: skip
-                row = {"source": name, "slices": slices, "rule": rule,
+                row = {"source": name, "slices": slices, "method": method,
                        "participant_seconds": round(seconds, 1), **scores(pair, out)}  # fmt: skip
                 print(json.dumps(row, default=float), flush=True)
                 rows.append(row)

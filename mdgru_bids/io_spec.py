@@ -141,7 +141,11 @@ OUTPUTS: dict[str, Output] = {
     ),
     "probseg": Output(
         (("label", "lesion"),), "probseg", ".nii.gz", dtype="float32",
-        sidecar=_fixed(Description="Lesion probability from the MD-GRU network"),
+        sidecar=_fixed(
+            Description="Lesion probability from the MD-GRU network; with sessions segmented "
+            "jointly (SessionsSegmented), the mean over the subject's sessions outside lesions "
+            "that changed"
+        ),
     ),
     "lesion_mask": Output(
         (("label", "lesion"),), "mask", ".nii.gz", dtype="uint8",

@@ -19,9 +19,11 @@ from mdgru_bids.lesions.components import label_lesions
 from mdgru_bids.lesions.longitudinal import (
     CHANGE_RULES,
     Evidence,
+    SessionMaps,
     decide_change,
     flair_z,
     partial_volumes,
+    subject_lesions,
 )
 
 SHAPE = (40, 40, 40)
@@ -136,3 +138,64 @@ def test_the_difference_rule_is_plain_differencing() -> None:
     assert [g.change for g in groups] == [g.change for g in plain]
     assert sorted(g.change for g in groups) == [STABLE, NEW, RESOLVED]
     assert (dseg == RESOLVED).any() and (dseg == NEW).any()
+
+
+def _subject(sessions, weights=None, consistent: bool = True):
+    maps = [SessionMaps(prob, z, w) for (_, prob, z), w in
+            zip(sessions, weights or [1.0] * len(sessions), strict=True)]  # fmt: skip
+    return subject_lesions(maps, 1.0, 0.5, 3, ChangeThresholds(), Evidence(), consistent)
+
+
+def _volumes(result) -> list[float]:
+    return [float(partial_volumes(lab, p, 1.0).sum()) for lab, p in
+            zip(result.labels, result.prob, strict=True)]  # fmt: skip
+
+
+LESION = ((28, 28, 20), 3.0, 0.95)
+
+
+def test_three_sessions_a_lesion_missing_at_the_second_only_is_neither_resolved_nor_new() -> None:
+    sessions = [_session([STEADY, LESION], 0), _session([STEADY], 1),
+                _session([STEADY, LESION], 2)]  # fmt: skip
+    pairwise = [{g.change for g in _decide(a, b)[0]} for a, b in itertools.pairwise(sessions)]
+    assert RESOLVED in pairwise[0] and NEW in pairwise[1]  # what each pair alone shows
+    for consistent in (True, False):
+        for groups, dseg in _subject(sessions, consistent=consistent).changes:
+            assert {g.change for g in groups} == {STABLE}
+            assert not np.isin(dseg, [NEW, RESOLVED]).any()
+
+
+def test_jointly_an_unchanged_lesion_has_one_volume_at_every_session() -> None:
+    """The same lesion (same FLAIR) that the network draws larger at the second session."""
+    first = _session([STEADY, LESION], 0)
+    _, prob, z = _session([STEADY, LESION], 1)
+    prob = np.maximum(prob, 0.9 * _ball((28, 28, 20), 3.8))
+    second = (label_lesions(prob > 0.5, 3)[0], prob, z)
+    independent = _subject([first, second], consistent=False)
+    joint = _subject([first, second])
+    before, after = _volumes(independent)
+    assert after / before > 1.2  # independent answers: the volume grew
+    assert {g.change for g in independent.changes[0][0]} == {STABLE}  # ... but no evidence
+    assert np.array_equal(joint.labels[0], joint.labels[1])
+    assert _volumes(joint)[0] == _volumes(joint)[1]
+
+
+def test_jointly_a_real_new_lesion_stays_new_and_only_at_its_session() -> None:
+    first = _session([STEADY], 0)
+    second = _session([STEADY, LESION], 1)
+    joint = _subject([first, second])
+    groups, dseg = joint.changes[0]
+    assert sorted(g.change for g in groups) == [STABLE, NEW]
+    assert joint.labels[0][28, 28, 20] == 0 and joint.labels[1][28, 28, 20] > 0
+    assert np.array_equal(joint.prob[1][24:33, 24:33, 16:25], second[1][24:33, 24:33, 16:25])
+    assert (dseg == NEW).sum() == (second[0] == second[0][28, 28, 20]).sum()
+
+
+def test_jointly_the_finer_acquisition_weighs_more() -> None:
+    first, second = _session([STEADY, LESION], 0), _session([STEADY, LESION], 1)
+    second = (second[0], 0.5 * second[1], second[2])
+    joint = _subject([first, second], weights=[3.0, 1.0])
+    centre = (12, 12, 20)
+    expected = (3 * first[1][centre] + second[1][centre]) / 4
+    assert joint.prob[0][centre] == joint.prob[1][centre]
+    assert abs(joint.prob[0][centre] - expected) < 1e-6

@@ -59,8 +59,9 @@ def test_graph_builds_for_any_number_of_sessions(
     for i in range(1, n_sessions + 1):
         assert f"lesion_seg_ses_{i:02d}_wf.segment" in names
         assert (f"anat_preproc_ses_{i:02d}_wf.t1w_to_flair" in names) == t1w
-    changes = sorted(n.split(".")[0] for n in names if n.endswith(".lesion_change"))
-    assert changes == [f"lesion_change_ses_{i:02d}_wf" for i in range(2, n_sessions + 1)]
+    assert "subject_lesions" in nodes  # every session's lesions and change decided together
+    changes = sorted(n for n in nodes if n.startswith("change_to_session_"))
+    assert changes == [f"change_to_session_ses_{i:02d}" for i in range(2, n_sessions + 1)]
     sinks = [n for n in nodes if n.startswith("ds_")]
     per_session = 8 if t1w else 7
     assert len(sinks) == 1 + per_session * n_sessions + 2 * (n_sessions - 1)

@@ -188,6 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
         "probability and a FLAIR rise (fall); difference: the thresholded masks differenced, "
         "as most tools do (for comparison; flickers on rescans)",
     )
+    model.add_argument(
+        "--sessions",
+        choices=("joint", "independent"),
+        default="joint",
+        help="joint (default): where no lesion changed, every session's lesion probability is "
+        "the mean of all sessions' (weighted by how fine each was acquired), so unchanged "
+        "lesions have one volume; independent: each session thresholded on its own",
+    )
 
     other = parser.add_argument_group("other")
     other.add_argument(

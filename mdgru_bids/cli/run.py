@@ -156,6 +156,7 @@ def run_participants(
             ),
             change=ChangeThresholds(args.min_change_volume, args.min_change_fraction),
             evidence=CHANGE_RULES[args.change_rule],
+            consistent=args.sessions == "joint",
         )
         succeeded = run_subject(
             subject, cfg, work_dir, output_dir, plugin, plugin_args, args.write_graph

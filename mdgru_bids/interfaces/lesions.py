@@ -7,64 +7,37 @@ import os
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
     File,
+    InputMultiObject,
+    OutputMultiObject,
     SimpleInterface,
     TraitedSpec,
     traits,
 )
 
 from mdgru_bids.io_spec import CHANGE_COLUMNS, LESION_COLUMNS
-from mdgru_bids.lesions.change import ChangeThresholds
+from mdgru_bids.lesions.change import ChangeThresholds, LesionGroup
 from mdgru_bids.lesions.components import LESION_THRESHOLD, MIN_LESION_MM3
 from mdgru_bids.lesions.longitudinal import Evidence
 
 
-class _LesionMaskInputSpec(BaseInterfaceInputSpec):
-    probseg = File(exists=True, mandatory=True, desc="lesion probability map")
+class _SubjectLesionsInputSpec(BaseInterfaceInputSpec):
+    probseg = InputMultiObject(
+        File(exists=True),
+        mandatory=True,
+        desc="lesion probability, subject space, one per session in acquisition order",
+    )
+    flair = InputMultiObject(File(exists=True), mandatory=True, desc="FLAIR, subject space")
+    mask = InputMultiObject(File(exists=True), mandatory=True, desc="brain mask, subject space")
+    native_flair = InputMultiObject(
+        File(exists=True),
+        mandatory=True,
+        desc="each session's FLAIR on its own grid (its voxel size)",
+    )
     threshold = traits.Float(
         LESION_THRESHOLD, usedefault=True, desc="probability above which a voxel is lesion"
     )
     min_volume_mm3 = traits.Float(MIN_LESION_MM3, usedefault=True, desc="smallest lesion kept")
-
-
-class _LesionMaskOutputSpec(TraitedSpec):
-    out_labels = File(exists=True, desc="lesion ids (int32), 0 = background")
-    out_mask = File(exists=True, desc="lesion mask (uint8)")
-
-
-class LesionMask(SimpleInterface):
-    """Threshold a probability map into lesions of at least the minimum size."""
-
-    input_spec = _LesionMaskInputSpec
-    output_spec = _LesionMaskOutputSpec
-
-    def _run_interface(self, runtime):
-        import numpy as np
-
-        from mdgru_bids.lesions.components import label_lesions, threshold_mask
-        from mdgru_bids.nifti import load_array, save_like
-
-        prob, img = load_array(self.inputs.probseg)
-        zooms = img.header.get_zooms()[:3]
-        mask = threshold_mask(prob, self.inputs.threshold, self.inputs.min_volume_mm3, zooms)
-        labels, _ = label_lesions(mask)
-        self._results["out_labels"] = str(
-            save_like(labels, img, os.path.join(runtime.cwd, "lesion_labels.nii.gz"), np.int32)
-        )
-        self._results["out_mask"] = str(
-            save_like(mask, img, os.path.join(runtime.cwd, "lesion_mask.nii.gz"), np.uint8)
-        )
-        return runtime
-
-
-class _LesionChangeInputSpec(BaseInterfaceInputSpec):
-    previous_labels = File(exists=True, mandatory=True, desc="lesion ids, earlier session")
-    current_labels = File(exists=True, mandatory=True, desc="lesion ids, later session, same grid")
-    previous_probseg = File(exists=True, mandatory=True, desc="lesion probability, earlier")
-    current_probseg = File(exists=True, mandatory=True, desc="lesion probability, later")
-    previous_flair = File(exists=True, mandatory=True, desc="preprocessed FLAIR, earlier")
-    current_flair = File(exists=True, mandatory=True, desc="preprocessed FLAIR, later")
-    previous_mask = File(exists=True, mandatory=True, desc="brain mask, earlier")
-    current_mask = File(exists=True, mandatory=True, desc="brain mask, later")
+    consistent = traits.Bool(True, usedefault=True, desc="one answer where nothing changed")
     min_change_mm3 = traits.Float(ChangeThresholds.min_change_mm3, usedefault=True)
     min_change_fraction = traits.Float(ChangeThresholds.min_change_fraction, usedefault=True)
     absent_probability = traits.Float(Evidence.absent, usedefault=True)
@@ -72,67 +45,93 @@ class _LesionChangeInputSpec(BaseInterfaceInputSpec):
     min_flair_change = traits.Float(Evidence.min_flair_change, usedefault=True)
 
 
-class _LesionChangeOutputSpec(TraitedSpec):
-    out_dseg = File(exists=True, desc="change labels (DESIGN.md: 1 stable ... 5 resolved)")
-    out_table = File(exists=True, desc="one row per matched group of lesions")
+class _SubjectLesionsOutputSpec(TraitedSpec):
+    out_probseg = OutputMultiObject(File(exists=True), desc="lesion probability per session")
+    out_labels = OutputMultiObject(File(exists=True), desc="lesion ids (int32) per session")
+    out_mask = OutputMultiObject(File(exists=True), desc="lesion mask (uint8) per session")
+    out_dseg = OutputMultiObject(
+        File(exists=True), desc="change labels of each session after the first (DESIGN.md)"
+    )
+    out_table = OutputMultiObject(
+        File(exists=True), desc="one row per matched group of lesions, each later session"
+    )
 
 
-class LesionChange(SimpleInterface):
-    """Match lesions of consecutive sessions and classify their change from both sessions'
-    evidence (lesions.longitudinal)."""
+class SubjectLesions(SimpleInterface):
+    """All of a subject's sessions at once: lesions, consistent where nothing changed, and
+    their change between consecutive sessions from both sessions' evidence
+    (lesions.longitudinal)."""
 
-    input_spec = _LesionChangeInputSpec
-    output_spec = _LesionChangeOutputSpec
+    input_spec = _SubjectLesionsInputSpec
+    output_spec = _SubjectLesionsOutputSpec
 
     def _run_interface(self, runtime):
+        import nibabel as nib
         import numpy as np
         import pandas as pd
 
-        from mdgru_bids.lesions.longitudinal import decide_change, flair_z
+        from mdgru_bids.lesions.longitudinal import SessionMaps, flair_z, subject_lesions
         from mdgru_bids.nifti import load_array, save_like
 
-        prev, img = load_array(self.inputs.previous_labels, np.int32)
-        curr, _ = load_array(self.inputs.current_labels, np.int32)
-        prob, z = {}, {}
-        for when in ("previous", "current"):
-            prob[when] = load_array(getattr(self.inputs, f"{when}_probseg"))[0]
-            brain = load_array(getattr(self.inputs, f"{when}_mask"), np.uint8)[0] > 0
-            z[when] = flair_z(load_array(getattr(self.inputs, f"{when}_flair"))[0], brain)
+        sessions = []
+        for prob_file, flair_file, mask_file, native in zip(
+            self.inputs.probseg,
+            self.inputs.flair,
+            self.inputs.mask,
+            self.inputs.native_flair,
+            strict=True,
+        ):
+            prob, img = load_array(prob_file)
+            brain = load_array(mask_file, np.uint8)[0] > 0
+            z = flair_z(load_array(flair_file)[0], brain)
+            native_mm3 = float(np.prod(nib.load(native).header.get_zooms()[:3]))
+            sessions.append(SessionMaps(prob, z, 1.0 / native_mm3))
         voxel = float(abs(np.linalg.det(img.affine[:3, :3])))
-        thresholds = ChangeThresholds(self.inputs.min_change_mm3, self.inputs.min_change_fraction)
-        evidence = Evidence(
-            self.inputs.absent_probability, self.inputs.absent_quantile,
-            self.inputs.min_flair_change,
+        result = subject_lesions(
+            sessions, voxel, self.inputs.threshold,
+            max(1, int(np.ceil(self.inputs.min_volume_mm3 / voxel))),
+            ChangeThresholds(self.inputs.min_change_mm3, self.inputs.min_change_fraction),
+            Evidence(self.inputs.absent_probability, self.inputs.absent_quantile,
+                     self.inputs.min_flair_change),
+            self.inputs.consistent,
         )  # fmt: skip
-        groups, dseg = decide_change(
-            prev, curr, prob["previous"], prob["current"], z["previous"], z["current"], voxel,
-            thresholds, evidence,
-        )  # fmt: skip
-        rows = [
-            {
-                "class": g.name,
-                "lesion_ids": _ids(g.current),
-                "previous_lesion_ids": _ids(g.previous),
-                "volume_mm3": round(g.current_mm3, 3),
-                "previous_volume_mm3": round(g.previous_mm3, 3),
-                "volume_change_mm3": round(g.current_mm3 - g.previous_mm3, 3),
-            }
-            for g in groups
-        ]
-        table = os.path.join(runtime.cwd, "lesionchange_table.tsv")
-        pd.DataFrame(rows, columns=CHANGE_COLUMNS).to_csv(table, sep="\t", index=False)
-        self._results["out_table"] = table
-        self._results["out_dseg"] = str(
-            save_like(dseg, img, os.path.join(runtime.cwd, "lesionchange_dseg.nii.gz"), np.uint8)
-        )
+        cwd = runtime.cwd
+        keys = ("out_probseg", "out_labels", "out_mask", "out_dseg", "out_table")
+        out: dict[str, list[str]] = {key: [] for key in keys}
+        for i, (prob, labels) in enumerate(zip(result.prob, result.labels, strict=True)):
+            for key, data, dtype in (("out_probseg", prob, np.float32),
+                                     ("out_labels", labels, np.int32),
+                                     ("out_mask", labels > 0, np.uint8)):  # fmt: skip
+                name = f"session{i}_{key.removeprefix('out_')}.nii.gz"
+                out[key].append(str(save_like(data, img, os.path.join(cwd, name), dtype)))
+        for i, (groups, dseg) in enumerate(result.changes, start=1):
+            name = os.path.join(cwd, f"session{i}_lesionchange_dseg.nii.gz")
+            out["out_dseg"].append(str(save_like(dseg, img, name, np.uint8)))
+            table = os.path.join(cwd, f"session{i}_lesionchange_table.tsv")
+            pd.DataFrame([_change_row(g) for g in groups], columns=CHANGE_COLUMNS).to_csv(
+                table, sep="\t", index=False
+            )
+            out["out_table"].append(table)
+        self._results.update(out)
         return runtime
+
+
+def _change_row(g: LesionGroup) -> dict:
+    return {
+        "class": g.name,
+        "lesion_ids": _ids(g.current),
+        "previous_lesion_ids": _ids(g.previous),
+        "volume_mm3": round(g.current_mm3, 3),
+        "previous_volume_mm3": round(g.previous_mm3, 3),
+        "volume_change_mm3": round(g.current_mm3 - g.previous_mm3, 3),
+    }
 
 
 class _LesionTableInputSpec(BaseInterfaceInputSpec):
     labels = File(exists=True, mandatory=True, desc="lesion ids in subject space")
     probseg = File(exists=True, mandatory=True, desc="lesion probability on the same grid")
     to_subject = File(exists=True, mandatory=True, desc="session → subject transform (ITK)")
-    change_table = File(exists=True, desc="LesionChange table of this session (absent: first)")
+    change_table = File(exists=True, desc="SubjectLesions table of this session (absent: first)")
 
 
 class _LesionTableOutputSpec(TraitedSpec):

@@ -14,6 +14,11 @@ Here a matched group of lesions (change.match_lesions, in one subject space) is 
 * stable otherwise — a lesion seen in one session and only hinted at in the other is the same
   lesion, not a new one.
 
+All sessions of a subject are decided together (``subject_lesions``): a lesion seen at an
+earlier session is never new, one seen again later has not resolved; and, jointly segmented,
+every session's probability outside the lesions that changed is the mean of all sessions', so
+an unchanged lesion has one extent and one volume however each session was acquired.
+
 Volumes are partial volumes: the sum of the lesion probability over the lesion's voxels and
 their immediate neighbours, times the voxel volume, on the one subject-space grid (a group:
 over the same footprint in both sessions); never a count of thresholded voxels, which changes
@@ -39,7 +44,7 @@ from mdgru_bids.lesions.change import (
     change_map,
     match_lesions,
 )
-from mdgru_bids.lesions.components import STRUCTURE
+from mdgru_bids.lesions.components import STRUCTURE, label_lesions
 
 #: How far (voxels) a lesion's partial volume reaches beyond its thresholded voxels.
 PARTIAL_VOLUME_REACH = 1
@@ -93,9 +98,14 @@ def decide_change(
     voxel_mm3: float,
     thresholds: ChangeThresholds,
     evidence: Evidence,
+    earlier: np.ndarray | None = None,
+    later: np.ndarray | None = None,
 ) -> tuple[list[LesionGroup], np.ndarray]:
     """Groups of the two sessions' lesion labels classified with evidence from both sessions,
-    and the voxel change map (change.py labels); all arrays on one subject-space grid."""
+    and the voxel change map (change.py labels); all arrays on one subject-space grid.
+
+    ``earlier`` / ``later``: lesion voxels of the sessions before ``previous`` / after
+    ``current``: a lesion seen before is not new, one seen again later has not resolved."""
     groups = match_lesions(previous, current, voxel_mm3, thresholds)
     rise = current_z - previous_z
     absent_before = previous_prob < evidence.absent
@@ -113,6 +123,10 @@ def decide_change(
         after = float(current_prob[box][footprint].sum()) * voxel_mm3
         change = _decide(g, before, after, was, now, box, rise, absent_before, absent_now,
                          thresholds, evidence)  # fmt: skip
+        if (change == NEW and earlier is not None and earlier[box][now].any()) or (
+            change == RESOLVED and later is not None and later[box][was].any()
+        ):
+            change = STABLE
         decided.append(LesionGroup(g.previous, g.current, before, after, change))
     return decided, change_map(previous, current, decided, absent_before, absent_now)
 
@@ -165,3 +179,81 @@ def _boxes(previous: np.ndarray, current: np.ndarray):
         )  # fmt: skip
 
     return box
+
+
+@dataclass
+class SessionMaps:
+    """One session in subject space: its lesion probability, FLAIR robust z-score and the
+    weight of its answer (1 / its native voxel volume: a finer acquisition sees more)."""
+
+    prob: np.ndarray
+    z: np.ndarray
+    weight: float = 1.0
+
+
+@dataclass
+class SubjectLesions:
+    """Every session's lesion probability and labels, and the change between consecutive
+    sessions (groups, voxel map), all on the subject-space grid."""
+
+    prob: list[np.ndarray]
+    labels: list[np.ndarray]
+    changes: list[tuple[list[LesionGroup], np.ndarray]]
+
+
+def subject_lesions(
+    sessions: list[SessionMaps],
+    voxel_mm3: float,
+    threshold: float,
+    min_voxels: int,
+    thresholds: ChangeThresholds,
+    evidence: Evidence,
+    consistent: bool = True,
+) -> SubjectLesions:
+    """Lesions of all of a subject's sessions and their change.
+
+    Consistent (the default): where no change is found, every session's probability is the
+    weighted mean of all sessions' probabilities, so a lesion that did not change has one
+    answer at every session (its volume repeats) and each session's noise averages out; in the
+    footprint of a lesion group that changed, each session keeps its own probability. Change
+    is decided from the independent answers, then again from the consistent ones.
+    """
+    probs = [s.prob for s in sessions]
+    labels = [label_lesions(p > threshold, min_voxels)[0] for p in probs]
+    changes = _changes(labels, probs, sessions, voxel_mm3, thresholds, evidence)
+    if consistent and len(sessions) > 1:
+        changed = _changed_footprint(labels, changes)
+        weights = np.array([s.weight for s in sessions], dtype=np.float64)
+        mean = sum(w * p for w, p in zip(weights / weights.sum(), probs, strict=True))
+        probs = [np.where(changed, p, mean).astype(np.float32) for p in probs]
+        labels = [label_lesions(p > threshold, min_voxels)[0] for p in probs]
+        changes = _changes(labels, probs, sessions, voxel_mm3, thresholds, evidence)
+    return SubjectLesions(probs, labels, changes)
+
+
+def _changes(labels, probs, sessions, voxel_mm3, thresholds, evidence):
+    """decide_change for every consecutive pair, knowing the lesions of all other sessions."""
+    present = [lab > 0 for lab in labels]
+    out = []
+    for k in range(1, len(labels)):
+        earlier = np.logical_or.reduce(present[: k - 1]) if k > 1 else None
+        later = np.logical_or.reduce(present[k + 1 :]) if k + 1 < len(labels) else None
+        out.append(decide_change(
+            labels[k - 1], labels[k], probs[k - 1], probs[k], sessions[k - 1].z, sessions[k].z,
+            voxel_mm3, thresholds, evidence, earlier, later,
+        ))  # fmt: skip
+    return out
+
+
+def _changed_footprint(
+    labels: list[np.ndarray], changes: list[tuple[list[LesionGroup], np.ndarray]]
+) -> np.ndarray:
+    """Voxels of every lesion group found changed between any two consecutive sessions, grown
+    by the partial-volume reach and one more voxel."""
+    changed = np.zeros(labels[0].shape, dtype=bool)
+    for k, (groups, _) in enumerate(changes, start=1):
+        moved = [g for g in groups if g.change != STABLE]
+        before = [i for g in moved for i in g.previous]
+        after = [i for g in moved for i in g.current]
+        changed |= np.isin(labels[k - 1], before) | np.isin(labels[k], after)
+    return ndimage.binary_dilation(changed, STRUCTURE, PARTIAL_VOLUME_REACH + 1)

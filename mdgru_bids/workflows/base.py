@@ -8,13 +8,12 @@ from nipype.utils.filemanip import ensure_list
 
 from mdgru_bids.collect import Subject
 from mdgru_bids.interfaces.ants import ApplyTransforms
-from mdgru_bids.interfaces.lesions import LesionTable
+from mdgru_bids.interfaces.lesions import LesionTable, SubjectLesions
 from mdgru_bids.lesions.longitudinal import CHANGE_RULES
 from mdgru_bids.workflows.anatomical import init_anat_preproc_wf
-from mdgru_bids.workflows.change import PER_SESSION, init_lesion_change_wf
 from mdgru_bids.workflows.config import WorkflowConfig
 from mdgru_bids.workflows.outputs import init_session_outputs_wf, init_subject_outputs_wf
-from mdgru_bids.workflows.segmentation import init_lesion_seg_wf
+from mdgru_bids.workflows.segmentation import init_lesion_seg_wf, init_lesions_to_session_wf
 from mdgru_bids.workflows.subject_space import init_subject_space_wf
 from mdgru_bids.workflows.template import init_template_wf
 
@@ -30,22 +29,41 @@ def init_single_subject_wf(subject: Subject, cfg: WorkflowConfig) -> pe.Workflow
     workflow.__desc__ = " ".join(
         [f"Participant {subject.label} had {n} session(s), processed in acquisition order.",
          _SUBJECT_SPACE_DESC]
-        + ([_change_desc(cfg)] if n > 1 else [])
+        + ([_change_desc(cfg)] + ([_JOINT_DESC] if cfg.consistent else []) if n > 1 else [])
     )  # fmt: skip
     workflow.__postdesc__ = _settings_desc(cfg)
-    merged = {key: pe.Node(niu.Merge(n), name=f"merge_{key}") for key in ("flair", "mask", "mean")}
+    merged = {
+        key: pe.Node(niu.Merge(n), name=f"merge_{key}")
+        for key in ("flair", "mask", "mean", "subject_probseg", "subject_flair", "subject_mask")
+    }
     subject_space = init_subject_space_wf(cfg)
     template = init_template_wf(cfg)
     subject_outputs = init_subject_outputs_wf(cfg, subject, name="outputs_subject_wf")
+    lesions = pe.Node(
+        SubjectLesions(
+            threshold=cfg.threshold,
+            min_volume_mm3=cfg.min_lesion_mm3,
+            consistent=cfg.consistent,
+            min_change_mm3=cfg.change.min_change_mm3,
+            min_change_fraction=cfg.change.min_change_fraction,
+            absent_probability=cfg.evidence.absent,
+            absent_quantile=cfg.evidence.absent_quantile,
+            min_flair_change=cfg.evidence.min_flair_change,
+        ),
+        name="subject_lesions",
+    )
     workflow.connect([
         (merged["flair"], subject_space, [("out", "inputnode.flair_preproc")]),
         (merged["mask"], subject_space, [("out", "inputnode.brain_mask")]),
         (merged["mean"], template, [("out", "inputnode.subject_images")]),
         (template, subject_outputs, [
             ("outputnode.subject_to_template", "inputnode.subject_to_template")]),
+        (merged["flair"], lesions, [("out", "native_flair")]),
+        (merged["subject_probseg"], lesions, [("out", "probseg")]),
+        (merged["subject_flair"], lesions, [("out", "flair")]),
+        (merged["subject_mask"], lesions, [("out", "mask")]),
     ])  # fmt: skip
 
-    previous = None
     for i, session in enumerate(subject.sessions):
         tag = session.tag
         anat = init_anat_preproc_wf(
@@ -71,6 +89,11 @@ def init_single_subject_wf(subject: Subject, cfg: WorkflowConfig) -> pe.Workflow
             omp_nthreads=cfg.omp_nthreads,
             name=f"lesion_seg_{tag}_wf",
         )
+        mine = {
+            what: pe.Node(niu.Select(index=i), name=f"lesion_{what}_{tag}")
+            for what in ("probseg", "labels", "mask")
+        }
+        to_session = init_lesions_to_session_wf(name=f"lesions_to_session_{tag}_wf")
         table = pe.Node(LesionTable(), name=f"lesion_table_{tag}")
         to_template_space = pe.Node(
             ApplyTransforms(interpolation="linear", reference_image=str(cfg.template.t1w)),
@@ -85,42 +108,54 @@ def init_single_subject_wf(subject: Subject, cfg: WorkflowConfig) -> pe.Workflow
             (anat, merged["mask"], [("outputnode.brain_mask", f"in{i + 1}")]),
             (seg, merged["mean"], [
                 (f"outputnode.subject_{'t1w' if use_t1w else 'flair'}", f"in{i + 1}")]),
+            *[(seg, merged[f"subject_{what}"], [(f"outputnode.subject_{what}", f"in{i + 1}")])
+              for what in ("probseg", "flair", "mask")],
+            *[(lesions, node, [(f"out_{what}", "inlist")]) for what, node in mine.items()],
+            *[(mine[what], to_session, [("out", f"inputnode.{what}")])
+              for what in ("probseg", "mask")],
+            (anat, to_session, [("outputnode.flair_preproc", "inputnode.flair_preproc")]),
+            (pick, to_session, [("out", "inputnode.to_subject")]),
             (subject_space, pick, [("outputnode.to_subject", "inlist")]),
             (anat, seg, [("outputnode.flair_preproc", "inputnode.flair_preproc"),
                          ("outputnode.t1w_preproc", "inputnode.t1w_preproc"),
                          ("outputnode.brain_mask", "inputnode.brain_mask")]),
             (pick, seg, [("out", "inputnode.to_subject")]),
             (subject_space, seg, [("outputnode.reference", "inputnode.subject_reference")]),
-            (seg, table, [("outputnode.subject_labels", "labels"),
-                          ("outputnode.subject_probseg", "probseg")]),
+            (mine["labels"], table, [("out", "labels")]),
+            (mine["probseg"], table, [("out", "probseg")]),
             (pick, table, [("out", "to_subject")]),
-            (seg, to_template_space, [("outputnode.subject_probseg", "in_file")]),
+            (mine["probseg"], to_template_space, [("out", "in_file")]),
             (template, to_template_space, [
                 (("outputnode.subject_to_template", ensure_list), "transforms")]),
             (anat, outputs, [("outputnode.flair_preproc", "inputnode.preproc_flair"),
                              ("outputnode.brain_mask", "inputnode.brain_mask")]),
-            (seg, outputs, [("outputnode.probseg", "inputnode.probseg"),
-                            ("outputnode.mask", "inputnode.lesion_mask")]),
+            (to_session, outputs, [("outputnode.probseg", "inputnode.probseg"),
+                                   ("outputnode.mask", "inputnode.lesion_mask")]),
             (table, outputs, [("out_table", "inputnode.lesion_table")]),
             (pick, outputs, [("out", "inputnode.to_subject")]),
             (to_template_space, outputs, [("out_file", "inputnode.template_probseg")]),
         ])  # fmt: skip
         if use_t1w:
             workflow.connect(anat, "outputnode.t1w_preproc", outputs, "inputnode.preproc_t1w")
-        if previous is not None:
-            change = init_lesion_change_wf(cfg, name=f"lesion_change_{tag}_wf")
+        if i:
+            change = {
+                key: pe.Node(niu.Select(index=i - 1), name=f"change_{key}_{tag}")
+                for key in ("dseg", "table")
+            }
+            change_to_session = pe.Node(
+                ApplyTransforms(interpolation="nearestNeighbor", invert_transform_flags=[True]),
+                name=f"change_to_session_{tag}",
+            )
             workflow.connect([
-                (previous, change, [(f"outputnode.subject_{what}", f"inputnode.previous_{what}")
-                                    for what in PER_SESSION]),
-                (seg, change, [(f"outputnode.subject_{what}", f"inputnode.current_{what}")
-                               for what in PER_SESSION]),
-                (anat, change, [("outputnode.flair_preproc", "inputnode.flair_preproc")]),
-                (pick, change, [("out", "inputnode.to_subject")]),
-                (change, table, [("outputnode.change_table", "change_table")]),
-                (change, outputs, [("outputnode.change_dseg", "inputnode.change_dseg"),
-                                   ("outputnode.change_table", "inputnode.change_table")]),
+                (lesions, change["dseg"], [("out_dseg", "inlist")]),
+                (lesions, change["table"], [("out_table", "inlist")]),
+                (change["dseg"], change_to_session, [("out", "in_file")]),
+                (anat, change_to_session, [("outputnode.flair_preproc", "reference_image")]),
+                (pick, change_to_session, [(("out", ensure_list), "transforms")]),
+                (change["table"], table, [("out", "change_table")]),
+                (change_to_session, outputs, [("out_file", "inputnode.change_dseg")]),
+                (change["table"], outputs, [("out", "inputnode.change_table")]),
             ])  # fmt: skip
-        previous = seg
     return workflow
 
 
@@ -173,4 +208,12 @@ _DIFFERENCE_DESC = (
     "new, one without a later lesion resolved; otherwise it is enlarging or shrinking when its "
     "partial volume changed by at least {t.min_change_mm3} mm³ and by at least "
     "{t.min_change_fraction:.0%} of the earlier volume, and stable otherwise."
+)
+_JOINT_DESC = (
+    "Sessions were segmented jointly: outside the lesion groups found changed (grown by two "
+    "voxels), every session's lesion probability was replaced by the mean of all sessions' "
+    "probabilities, each weighted by the inverse of its acquired voxel volume, and lesions and "
+    "change were then drawn again from these probabilities, so a lesion that did not change "
+    "has the same extent and volume at every session. A lesion seen at an earlier session was "
+    "never called new, nor one seen again at a later session resolved."
 )

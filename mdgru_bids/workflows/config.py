@@ -32,6 +32,7 @@ class WorkflowConfig:
     min_lesion_mm3: float = MIN_LESION_MM3
     change: ChangeThresholds = field(default_factory=ChangeThresholds)
     evidence: Evidence = field(default_factory=Evidence)
+    consistent: bool = True  # one answer for every session where no lesion changed
     subject_resolution_mm: float = 1.0
 
 
@@ -46,4 +47,5 @@ def run_settings(cfg: WorkflowConfig) -> dict[str, object]:
         "NetworkDevice": cfg.device,
         "NetworkPrecision": cfg.precision,
         "TestTimeAugmentation": cfg.tta,
+        "SessionsSegmented": "jointly" if cfg.consistent else "independently",
     }

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
+from nipype.utils.filemanip import ensure_list
 
 from mdgru_bids.interfaces.ants import ApplyTransforms
-from mdgru_bids.interfaces.lesions import LesionMask
 from mdgru_bids.interfaces.segmentation import SegmentLesions
 
 TTA_DESC = " (lesion probabilities averaged over the image and its three mirror images)"
@@ -24,13 +24,12 @@ def init_lesion_seg_wf(
     omp_nthreads: int,
     name: str = "lesion_seg_wf",
 ) -> pe.Workflow:
-    """Resample one session into subject space, run MD-GRU, threshold, and resample back.
+    """Resample one session into subject space and run MD-GRU.
 
     Inputs: flair_preproc, t1w_preproc, brain_mask (session grid), to_subject (session →
     subject, ITK text), subject_reference (the subject-space grid).
-    Outputs: subject-space images, brain mask, probseg and lesion labels (for change, the
-    lesion tables and the template),
-    and the session-grid probseg, labels and lesion mask (for the derivatives).
+    Outputs: subject-space images, brain mask and the network's probseg (for SubjectLesions,
+    which draws every session's lesions at once, and for the template).
     """
     workflow = pe.Workflow(name=name)
     workflow.__desc__ = (
@@ -50,16 +49,7 @@ def init_lesion_seg_wf(
     )
     outputnode = pe.Node(
         niu.IdentityInterface(
-            fields=[
-                "subject_flair",
-                "subject_t1w",
-                "subject_mask",
-                "subject_probseg",
-                "subject_labels",
-                "probseg",
-                "labels",
-                "mask",
-            ]
+            fields=["subject_flair", "subject_t1w", "subject_mask", "subject_probseg"]
         ),
         name="outputnode",
     )
@@ -76,20 +66,6 @@ def init_lesion_seg_wf(
     to_subject_mask = pe.Node(
         ApplyTransforms(interpolation="nearestNeighbor"), name="to_subject_mask"
     )
-    lesions = pe.Node(
-        LesionMask(threshold=threshold, min_volume_mm3=min_lesion_mm3), name="lesions"
-    )
-    back = {
-        name: pe.Node(
-            ApplyTransforms(interpolation=interp, invert_transform_flags=[True]),
-            name=f"{name}_to_session",
-        )
-        for name, interp in (
-            ("probseg", "linear"),
-            ("labels", "nearestNeighbor"),
-            ("mask", "nearestNeighbor"),
-        )
-    }
     workflow.connect([
         (inputnode, xfm, [("to_subject", "in1")]),
         (inputnode, to_subject_mask, [("brain_mask", "in_file"),
@@ -98,12 +74,7 @@ def init_lesion_seg_wf(
         (images, segment, [("out", "in_files")]),
         (to_subject_mask, segment, [("out_file", "mask_file")]),
         (to_subject_mask, outputnode, [("out_file", "subject_mask")]),
-        (segment, lesions, [("out_probseg", "probseg")]),
         (segment, outputnode, [("out_probseg", "subject_probseg")]),
-        (lesions, outputnode, [("out_labels", "subject_labels")]),
-        (segment, back["probseg"], [("out_probseg", "in_file")]),
-        (lesions, back["labels"], [("out_labels", "in_file")]),
-        (lesions, back["mask"], [("out_mask", "in_file")]),
     ])  # fmt: skip
     for i, channel in enumerate(channels, start=1):
         resample = pe.Node(ApplyTransforms(interpolation="linear"), name=f"to_subject_{channel}")
@@ -114,10 +85,30 @@ def init_lesion_seg_wf(
             (resample, images, [("out_file", f"in{i}")]),
             (resample, outputnode, [("out_file", f"subject_{channel}")]),
         ])  # fmt: skip
-    for name, node in back.items():
+    return workflow
+
+
+def init_lesions_to_session_wf(name: str = "lesions_to_session_wf") -> pe.Workflow:
+    """A session's lesions (subject space, from SubjectLesions) onto its own FLAIR grid.
+
+    Inputs: flair_preproc (the session's grid), to_subject (session → subject, ITK text),
+    probseg and mask in subject space. Outputs: the same on the session's grid.
+    """
+    workflow = pe.Workflow(name=name)
+    maps = (("probseg", "linear"), ("mask", "nearestNeighbor"))
+    inputnode = pe.Node(
+        niu.IdentityInterface(fields=["flair_preproc", "to_subject", *(m for m, _ in maps)]),
+        name="inputnode",
+    )
+    outputnode = pe.Node(niu.IdentityInterface(fields=[m for m, _ in maps]), name="outputnode")
+    for what, interpolation in maps:
+        node = pe.Node(
+            ApplyTransforms(interpolation=interpolation, invert_transform_flags=[True]),
+            name=f"{what}_to_session",
+        )
         workflow.connect([
-            (inputnode, node, [("flair_preproc", "reference_image")]),
-            (xfm, node, [("out", "transforms")]),
-            (node, outputnode, [("out_file", name)]),
+            (inputnode, node, [("flair_preproc", "reference_image"), (what, "in_file"),
+                               (("to_subject", ensure_list), "transforms")]),
+            (node, outputnode, [("out_file", what)]),
         ])  # fmt: skip
     return workflow

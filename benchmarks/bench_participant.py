@@ -40,7 +40,8 @@ STAGES = {
     "t1w_to_flair": "T1w → FLAIR rigid", "subject_space": "subject space (rigid)",
     "to_subject": "resampling", "to_session": "resampling", "resample": "resampling",
     "segment": "MD-GRU segmentation", "subject_lesions": "lesion masks and change",
-    "lesion_table": "lesion masks and tables", "change_to_session": "resampling", "to_template": "template registration (affine+SyN)",
+    "lesion_table": "lesion masks and tables", "change_to_session": "resampling",
+    "to_template": "template registration (affine+SyN)",
     "probseg_to_template": "resampling", "subject_mean": "resampling",
 }  # fmt: skip
 

@@ -43,7 +43,11 @@ sys.path.insert(0, str(ROOT))
 from mdgru_bids.evaluation import evaluate, find_pairs  # noqa: E402
 from mdgru_bids.io_spec import OUTPUTS  # noqa: E402
 from mdgru_bids.lesions.change import ENLARGING, NEW, RESOLVED, SHRINKING  # noqa: E402
-from mdgru_bids.lesions.components import MIN_LESION_MM3, label_lesions  # noqa: E402
+from mdgru_bids.lesions.components import (  # noqa: E402
+    MIN_LESION_MM3,
+    label_lesions,
+    min_voxels,
+)
 from mdgru_bids.lesions.longitudinal import flair_z  # noqa: E402
 from mdgru_bids.lesions.metrics import (  # noqa: E402
     ANY_OVERLAP,
@@ -104,7 +108,7 @@ def session_images(mask_path: Path) -> tuple[np.ndarray, np.ndarray, float, int]
     flair = ants.image_read(stem + OUTPUTS["preproc_flair"].stem())
     brain = ants.image_read(stem + OUTPUTS["brain_mask"].stem()).numpy() > 0
     voxel = float(np.prod(flair.spacing))
-    return flair.numpy(), brain, voxel, max(1, int(np.ceil(MIN_LESION_MM3 / voxel)))
+    return flair.numpy(), brain, voxel, min_voxels(MIN_LESION_MM3, voxel)
 
 
 def choose_baseline_threshold(pairs: list) -> tuple[float, dict]:

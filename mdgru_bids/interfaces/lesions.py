@@ -70,6 +70,7 @@ class SubjectLesions(SimpleInterface):
         import numpy as np
         import pandas as pd
 
+        from mdgru_bids.lesions.components import min_voxels
         from mdgru_bids.lesions.longitudinal import SessionMaps, flair_z, subject_lesions
         from mdgru_bids.nifti import load_array, save_like
 
@@ -89,7 +90,7 @@ class SubjectLesions(SimpleInterface):
         voxel = float(abs(np.linalg.det(img.affine[:3, :3])))
         result = subject_lesions(
             sessions, voxel, self.inputs.threshold,
-            max(1, int(np.ceil(self.inputs.min_volume_mm3 / voxel))),
+            min_voxels(self.inputs.min_volume_mm3, voxel),
             ChangeThresholds(self.inputs.min_change_mm3, self.inputs.min_change_fraction),
             Evidence(self.inputs.absent_probability, self.inputs.absent_quantile,
                      self.inputs.min_flair_change),

@@ -26,14 +26,16 @@ def label_lesions(mask: np.ndarray, min_voxels: int = 1) -> tuple[np.ndarray, in
     return relabel[labels], int(keep.sum())
 
 
+def min_voxels(min_volume_mm3: float, voxel_mm3: float) -> int:
+    """The fewest voxels a lesion of at least ``min_volume_mm3`` has on this grid (at least 1)."""
+    return max(1, int(np.ceil(min_volume_mm3 / voxel_mm3)))
+
+
 def threshold_mask(
     prob: np.ndarray, threshold: float, min_volume_mm3: float, zooms: tuple[float, ...]
 ) -> np.ndarray:
     """Lesion mask from a probability map: above ``threshold``, components ≥ the minimum size."""
-    voxel = float(np.prod(zooms))
-    labels, _ = label_lesions(
-        prob > threshold, min_voxels=max(1, int(np.ceil(min_volume_mm3 / voxel)))
-    )
+    labels, _ = label_lesions(prob > threshold, min_voxels(min_volume_mm3, float(np.prod(zooms))))
     return labels > 0
 
 

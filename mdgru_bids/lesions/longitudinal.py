@@ -192,7 +192,7 @@ class SessionMaps:
 
 
 @dataclass
-class SubjectLesions:
+class LongitudinalLesions:
     """Every session's lesion probability and labels, and the change between consecutive
     sessions (groups, voxel map), all on the subject-space grid."""
 
@@ -209,7 +209,7 @@ def subject_lesions(
     thresholds: ChangeThresholds,
     evidence: Evidence,
     consistent: bool = True,
-) -> SubjectLesions:
+) -> LongitudinalLesions:
     """Lesions of all of a subject's sessions and their change.
 
     Consistent (the default): where no change is found, every session's probability is the
@@ -228,10 +228,17 @@ def subject_lesions(
         probs = [np.where(changed, p, mean).astype(np.float32) for p in probs]
         labels = [label_lesions(p > threshold, min_voxels)[0] for p in probs]
         changes = _changes(labels, probs, sessions, voxel_mm3, thresholds, evidence)
-    return SubjectLesions(probs, labels, changes)
+    return LongitudinalLesions(probs, labels, changes)
 
 
-def _changes(labels, probs, sessions, voxel_mm3, thresholds, evidence):
+def _changes(
+    labels: list[np.ndarray],
+    probs: list[np.ndarray],
+    sessions: list[SessionMaps],
+    voxel_mm3: float,
+    thresholds: ChangeThresholds,
+    evidence: Evidence,
+) -> list[tuple[list[LesionGroup], np.ndarray]]:
     """decide_change for every consecutive pair, knowing the lesions of all other sessions."""
     present = [lab > 0 for lab in labels]
     out = []

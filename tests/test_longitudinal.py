@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+from scipy import ndimage
 
 from mdgru_bids.lesions.change import (
     ENLARGING,
@@ -20,6 +21,7 @@ from mdgru_bids.lesions.longitudinal import (
     CHANGE_RULES,
     Evidence,
     SessionMaps,
+    acquired_resolution,
     decide_change,
     flair_z,
     partial_volumes,
@@ -37,18 +39,30 @@ def _ball(centre: tuple[int, int, int], radius: float) -> np.ndarray:
     return np.clip(radius + 0.5 - distance, 0.0, 1.0)  # partial volume of a ball
 
 
+#: Two tissues in 8-voxel blocks: the brain's spread of intensities is tissue contrast, as in
+#: a real FLAIR, not only noise (so blurring does not change the z scale much).
+TISSUE = (np.indices(SHAPE) // 8).sum(axis=0) % 2
+
+
 def _session(
-    balls: list[tuple[tuple[int, int, int], float, float]], seed: int
+    balls: list[tuple[tuple[int, int, int], float, float]], seed: int, slice_mm: int = 1
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(labels, probability, FLAIR z) of lesions given as (centre, radius, peak probability):
-    FLAIR is bright where a lesion is, whatever the model's probability."""
+    FLAIR is bright where a lesion is, whatever the model's probability. ``slice_mm`` > 1:
+    the FLAIR acquired in slices that thick along the last axis (boxcar profile) and
+    interpolated linearly back to the 1 mm grid."""
     rng = np.random.default_rng(seed)
     prob = np.zeros(SHAPE, np.float32)
-    flair = 100 + 5 * rng.standard_normal(SHAPE).astype(np.float32)
+    flair = 100 + 10 * TISSUE + 5 * rng.standard_normal(SHAPE).astype(np.float32)
     for centre, radius, peak in balls:
         pv = _ball(centre, radius)
         prob = np.maximum(prob, peak * pv)
         flair += 40 * pv
+    if slice_mm > 1:
+        slices = ndimage.uniform_filter1d(flair, slice_mm, axis=2)[:, :, 1::slice_mm]
+        grid = np.indices(SHAPE).astype(np.float32)
+        grid[2] = (grid[2] - 1) / slice_mm
+        flair = ndimage.map_coordinates(slices, grid, order=1, mode="nearest")
     labels, _ = label_lesions(prob > 0.5, 3)
     return labels, prob, flair_z(flair, BRAIN)
 
@@ -140,10 +154,12 @@ def test_the_difference_rule_is_plain_differencing() -> None:
     assert (dseg == RESOLVED).any() and (dseg == NEW).any()
 
 
-def _subject(sessions, weights=None, consistent: bool = True):
-    maps = [SessionMaps(prob, z, w) for (_, prob, z), w in
-            zip(sessions, weights or [1.0] * len(sessions), strict=True)]  # fmt: skip
-    return subject_lesions(maps, 1.0, 0.5, 3, ChangeThresholds(), Evidence(), consistent)
+def _subject(sessions, resolutions=None, consistent: bool = True, brains=None):
+    maps = [SessionMaps(prob, z, brain, res) for (_, prob, z), res, brain in zip(
+        sessions, resolutions or [(1.0, 1.0, 1.0)] * len(sessions),
+        brains or [BRAIN] * len(sessions), strict=True)]  # fmt: skip
+    return subject_lesions(maps, (1.0, 1.0, 1.0), 0.5, 3, ChangeThresholds(), Evidence(),
+                           consistent)  # fmt: skip
 
 
 def _volumes(result) -> list[float]:
@@ -194,8 +210,48 @@ def test_jointly_a_real_new_lesion_stays_new_and_only_at_its_session() -> None:
 def test_jointly_the_finer_acquisition_weighs_more() -> None:
     first, second = _session([STEADY, LESION], 0), _session([STEADY, LESION], 1)
     second = (second[0], 0.5 * second[1], second[2])
-    joint = _subject([first, second], weights=[3.0, 1.0])
+    joint = _subject([first, second], resolutions=[(1.0, 1.0, 1.0), (1.0, 1.0, 3.0)])
     centre = (12, 12, 20)
     expected = (3 * first[1][centre] + second[1][centre]) / 4
     assert joint.prob[0][centre] == joint.prob[1][centre]
     assert abs(joint.prob[0][centre] - expected) < 1e-6
+
+
+SMALL = ((28, 28, 20), 1.3, 0.9)  # 7 voxels
+
+
+def test_a_small_lesion_blurred_by_thick_slices_has_not_resolved_but_a_gone_one_has() -> None:
+    """The later session, acquired in 3 mm slices, no longer shows a small lesion clearly and
+    the model misses it: the FLAIR compared at matched resolution did not fall."""
+    first = _session([STEADY, SMALL], 0)
+    blurred = _session([STEADY, (SMALL[0], SMALL[1], 0.05)], 1, slice_mm=3)
+    gone = _session([STEADY], 1, slice_mm=3)
+    thick = [(1.0, 1.0, 1.0), (1.0, 1.0, 3.0)]
+
+    def changes(second, resolutions):
+        return sorted(g.change for g in _subject([first, second], resolutions).changes[0][0])
+
+    assert changes(blurred, None) == [STABLE, RESOLVED]  # compared as if both were 1 mm
+    assert changes(blurred, thick) == [STABLE, STABLE]
+    assert changes(gone, thick) == [STABLE, RESOLVED]
+
+
+def test_a_lesion_outside_the_other_sessions_brain_mask_has_not_resolved() -> None:
+    edge = ((28, 28, 20), 3.0, 0.95)
+    first = _session([STEADY, edge], 0)
+    second = _session([STEADY, (edge[0], edge[1], 0.0)], 1)
+    second = (second[0], second[1], np.where(BRAIN, second[2], 0.0))
+    cut = BRAIN.copy()
+    cut[26:, :, :] = False  # the second session's brain mask leaves the lesion out
+    second = (second[0], second[1] * cut, np.where(cut, second[2], 0.0))
+    assert RESOLVED in {g.change for g in _subject([first, second]).changes[0][0]}
+    kept = _subject([first, second], brains=[BRAIN, cut]).changes[0][0]
+    assert {g.change for g in kept} == {STABLE}
+
+
+def test_the_acquired_resolution_follows_the_slices_into_subject_space() -> None:
+    native = np.diag([1.0, 1.0, 3.0, 1.0])  # 3 mm slices along the native third axis
+    subject = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1.0]]) * 0.8
+    subject[3, 3] = 1.0
+    assert np.allclose(acquired_resolution(native, subject), [3.0, 1.0, 1.0])
+    assert np.allclose(acquired_resolution(native, np.diag([2.0, 2.0, 2.0, 1.0])), [1, 1, 3])

@@ -71,7 +71,12 @@ class SubjectLesions(SimpleInterface):
         import pandas as pd
 
         from mdgru_bids.lesions.components import min_voxels
-        from mdgru_bids.lesions.longitudinal import SessionMaps, flair_z, subject_lesions
+        from mdgru_bids.lesions.longitudinal import (
+            SessionMaps,
+            acquired_resolution,
+            flair_z,
+            subject_lesions,
+        )
         from mdgru_bids.nifti import load_array, save_like
 
         sessions = []
@@ -85,11 +90,12 @@ class SubjectLesions(SimpleInterface):
             prob, img = load_array(prob_file)
             brain = load_array(mask_file, np.uint8)[0] > 0
             z = flair_z(load_array(flair_file)[0], brain)
-            native_mm3 = float(np.prod(nib.load(native).header.get_zooms()[:3]))
-            sessions.append(SessionMaps(prob, z, 1.0 / native_mm3))
-        voxel = float(abs(np.linalg.det(img.affine[:3, :3])))
+            resolution = acquired_resolution(nib.load(native).affine, img.affine)
+            sessions.append(SessionMaps(prob, z, brain, tuple(resolution)))
+        voxel_size = tuple(float(v) for v in img.header.get_zooms()[:3])
+        voxel = float(np.prod(voxel_size))
         result = subject_lesions(
-            sessions, voxel, self.inputs.threshold,
+            sessions, voxel_size, self.inputs.threshold,
             min_voxels(self.inputs.min_volume_mm3, voxel),
             ChangeThresholds(self.inputs.min_change_mm3, self.inputs.min_change_fraction),
             Evidence(self.inputs.absent_probability, self.inputs.absent_quantile,

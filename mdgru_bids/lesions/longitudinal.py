@@ -9,6 +9,9 @@ Here a matched group of lesions (change.match_lesions, in one subject space) is 
   are drawn at the lesion threshold, absence needs the much lower one) and the FLAIR rose
   there by at least ``Evidence.min_flair_change`` (robust z units);
 * resolved with the symmetric evidence (probability now below ``absent``, FLAIR fell);
+  the FLAIR of two sessions is compared at the coarser session's resolution (the finer one
+  blurred to match, ``matched_z``), so a small lesion blurred away by thick slices did not
+  "fall";
 * enlarging (shrinking) when its partial volume grew (shrank) by the ChangeThresholds and the
   grown (lost) voxels carry the same evidence;
 * stable otherwise — a lesion seen in one session and only hinted at in the other is the same
@@ -100,16 +103,22 @@ def decide_change(
     evidence: Evidence,
     earlier: np.ndarray | None = None,
     later: np.ndarray | None = None,
+    brains: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[list[LesionGroup], np.ndarray]:
     """Groups of the two sessions' lesion labels classified with evidence from both sessions,
     and the voxel change map (change.py labels); all arrays on one subject-space grid.
 
     ``earlier`` / ``later``: lesion voxels of the sessions before ``previous`` / after
-    ``current``: a lesion seen before is not new, one seen again later has not resolved."""
+    ``current``: a lesion seen before is not new, one seen again later has not resolved.
+    ``brains``: the two sessions' brain masks; a session says nothing outside its own, so a
+    lesion at the edge of one brain mask that the other mask leaves out has not resolved."""
     groups = match_lesions(previous, current, voxel_mm3, thresholds)
     rise = current_z - previous_z
     absent_before = previous_prob < evidence.absent
     absent_now = current_prob < evidence.absent
+    if brains is not None:
+        absent_before &= brains[0]
+        absent_now &= brains[1]
     boxes = _boxes(previous, current)
     decided = []
     for g in groups:
@@ -183,12 +192,52 @@ def _boxes(previous: np.ndarray, current: np.ndarray):
 
 @dataclass
 class SessionMaps:
-    """One session in subject space: its lesion probability, FLAIR robust z-score and the
-    weight of its answer (1 / its native voxel volume: a finer acquisition sees more)."""
+    """One session in subject space: its lesion probability, FLAIR robust z-score, brain mask
+    and the resolution it was acquired at (mm along each subject-space axis)."""
 
     prob: np.ndarray
     z: np.ndarray
-    weight: float = 1.0
+    brain: np.ndarray
+    resolution: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    @property
+    def weight(self) -> float:
+        """The weight of this session's answer: 1 / its acquired voxel volume (a finer
+        acquisition sees more)."""
+        return 1.0 / float(np.prod(self.resolution))
+
+
+def acquired_resolution(native_affine: np.ndarray, subject_affine: np.ndarray) -> np.ndarray:
+    """A session's voxel size (mm) along each subject-space axis, from its native grid: 3 mm
+    slices stay 3 mm along whichever subject axis they lie (head motion between sessions is
+    small against this and is ignored)."""
+    native = native_affine[:3, :3]
+    subject = subject_affine[:3, :3] / np.linalg.norm(subject_affine[:3, :3], axis=0)
+    steps = np.abs(subject.T @ native)  # mm along each subject axis per native voxel step
+    return np.sqrt((steps**2).sum(axis=1))
+
+
+def matched_z(
+    sessions: list[SessionMaps], voxel_size: tuple[float, float, float]
+) -> list[np.ndarray]:
+    """Every session's FLAIR z-score as if all were acquired at the coarsest resolution among
+    them, so that FLAIR rises and falls are compared at one resolution: a finer session is
+    blurred by a Gaussian that brings its acquisition to the coarser one's (a thick slice's
+    boxcar plus its linear interpolation to the subject grid: σ ≈ half the slice thickness),
+    inside the brain only, and standardised again. Sessions of one resolution are untouched."""
+    coarsest = np.max([s.resolution for s in sessions], axis=0)
+    out = []
+    for s in sessions:
+        sigma_mm = np.sqrt(np.maximum(coarsest**2 - np.asarray(s.resolution) ** 2, 0.0)) / 2
+        if not sigma_mm.any():
+            out.append(s.z)
+            continue
+        sigma = sigma_mm / np.asarray(voxel_size)
+        inside = s.brain.astype(np.float32)
+        blurred = ndimage.gaussian_filter(s.z * inside, sigma)
+        weight = ndimage.gaussian_filter(inside, sigma)
+        out.append(flair_z(np.divide(blurred, weight, out=blurred, where=weight > 0), s.brain))
+    return out
 
 
 @dataclass
@@ -203,7 +252,7 @@ class LongitudinalLesions:
 
 def subject_lesions(
     sessions: list[SessionMaps],
-    voxel_mm3: float,
+    voxel_size: tuple[float, float, float],
     threshold: float,
     min_voxels: int,
     thresholds: ChangeThresholds,
@@ -220,14 +269,14 @@ def subject_lesions(
     """
     probs = [s.prob for s in sessions]
     labels = [label_lesions(p > threshold, min_voxels)[0] for p in probs]
-    changes = _changes(labels, probs, sessions, voxel_mm3, thresholds, evidence)
+    changes = _changes(labels, probs, sessions, voxel_size, thresholds, evidence)
     if consistent and len(sessions) > 1:
         changed = _changed_footprint(labels, changes)
         weights = np.array([s.weight for s in sessions], dtype=np.float64)
         mean = sum(w * p for w, p in zip(weights / weights.sum(), probs, strict=True))
         probs = [np.where(changed, p, mean).astype(np.float32) for p in probs]
         labels = [label_lesions(p > threshold, min_voxels)[0] for p in probs]
-        changes = _changes(labels, probs, sessions, voxel_mm3, thresholds, evidence)
+        changes = _changes(labels, probs, sessions, voxel_size, thresholds, evidence)
     return LongitudinalLesions(probs, labels, changes)
 
 
@@ -235,19 +284,23 @@ def _changes(
     labels: list[np.ndarray],
     probs: list[np.ndarray],
     sessions: list[SessionMaps],
-    voxel_mm3: float,
+    voxel_size: tuple[float, float, float],
     thresholds: ChangeThresholds,
     evidence: Evidence,
 ) -> list[tuple[list[LesionGroup], np.ndarray]]:
-    """decide_change for every consecutive pair, knowing the lesions of all other sessions."""
+    """decide_change for every consecutive pair (FLAIR at the pair's matched resolution),
+    knowing the lesions of all other sessions."""
     present = [lab > 0 for lab in labels]
+    voxel_mm3 = float(np.prod(voxel_size))
     out = []
     for k in range(1, len(labels)):
         earlier = np.logical_or.reduce(present[: k - 1]) if k > 1 else None
         later = np.logical_or.reduce(present[k + 1 :]) if k + 1 < len(labels) else None
+        before_z, after_z = matched_z(sessions[k - 1 : k + 1], voxel_size)
         out.append(decide_change(
-            labels[k - 1], labels[k], probs[k - 1], probs[k], sessions[k - 1].z, sessions[k].z,
+            labels[k - 1], labels[k], probs[k - 1], probs[k], before_z, after_z,
             voxel_mm3, thresholds, evidence, earlier, later,
+            (sessions[k - 1].brain, sessions[k].brain),
         ))  # fmt: skip
     return out
 

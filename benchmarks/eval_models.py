@@ -324,12 +324,19 @@ def main() -> None:
         "--change-rule", default="evidence", help="the app's --change-rule (longitudinal data)"
     )
     parser.add_argument(
+        "--sessions", default="joint", choices=("joint", "independent"),
+        help="the app's --sessions (longitudinal data)",
+    )  # fmt: skip
+    parser.add_argument(
         "--reference-model", type=Path,
         help="also score --phantom and --longitudinal with this model (say, the one it replaces)",
     )  # fmt: skip
     parser.add_argument("--record-in-card", action="store_true")
     args = parser.parse_args()
-    results: dict = {"model": args.model.name, "change_rule": args.change_rule}
+    results: dict = {"model": args.model.name, "change_rule": args.change_rule,
+                     "sessions": args.sessions}  # fmt: skip
+    app_args = ("--change-rule", args.change_rule, "--sessions", args.sessions)
+    method = f"{args.change_rule}_{args.sessions}"
     case_models = {k: Path(v) for k, v in (item.split("=", 1) for item in args.case_model)}
     threshold = args.baseline_threshold
     for key, data, score in (
@@ -339,18 +346,17 @@ def main() -> None:
         if data is None:
             continue
         if args.reference_model is not None:
-            out = args.work / f"{key}_out_{args.change_rule}_{args.reference_model.stem}"
+            out = args.work / f"{key}_out_{method}_{args.reference_model.stem}"
             run_participant(
                 data, out, args.work / f"{key}_work", args.reference_model, args.nprocs,
-                app_args=("--change-rule", args.change_rule),
+                app_args=app_args,
             )  # fmt: skip
             results.setdefault("reference", {"model": args.reference_model.name})
             results["reference"][key] = score(data, out)
-        out = args.work / f"{key}_out_{args.change_rule}"
+        out = args.work / f"{key}_out_{method}"
         seconds = run_participant(
-            data, out, args.work / f"{key}_work", args.model, args.nprocs,
-            app_args=("--change-rule", args.change_rule),
-        )  # fmt: skip
+            data, out, args.work / f"{key}_work", args.model, args.nprocs, app_args=app_args
+        )
         results[key] = {"participant_seconds": round(seconds, 1), **score(data, out)}
         if key == "phantom":
             pairs, _ = find_pairs(out, data / "derivatives" / "truth")

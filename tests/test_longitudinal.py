@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import itertools
 
+import nibabel as nib
 import numpy as np
+import pandas as pd
+from nipype.utils.filemanip import ensure_list
 from scipy import ndimage
 
+from mdgru_bids.interfaces.lesions import SubjectLesions
 from mdgru_bids.lesions.change import (
     ENLARGING,
     NEW,
@@ -255,3 +259,54 @@ def test_the_acquired_resolution_follows_the_slices_into_subject_space() -> None
     subject[3, 3] = 1.0
     assert np.allclose(acquired_resolution(native, subject), [3.0, 1.0, 1.0])
     assert np.allclose(acquired_resolution(native, np.diag([2.0, 2.0, 2.0, 1.0])), [1, 1, 3])
+
+
+def test_three_phantom_sessions_through_the_interface_a_missed_lesion_stays(
+    phantom_bids, tmp_path
+) -> None:
+    """A phantom session seen three times (new noise each time), one lesion gone from the
+    second session's FLAIR and network answer only: the pair 1-2 alone shows it resolved, but
+    with session 3 it is neither resolved at 2 nor new at 3, and jointly it is there at every
+    session."""
+    anat = phantom_bids / "sub-01" / "ses-01" / "anat"
+    truth = phantom_bids / "derivatives" / "truth" / "sub-01" / "ses-01" / "anat"
+    flair_img = nib.load(anat / "sub-01_ses-01_FLAIR.nii.gz")
+    flair = np.asarray(flair_img.dataobj, np.float32)
+    lesions, count = label_lesions(
+        np.asarray(nib.load(truth / "sub-01_ses-01_label-lesion_mask.nii.gz").dataobj) > 0, 2
+    )
+    assert count >= 2
+    missed = np.argmax(np.bincount(lesions.ravel())[1:]) + 1  # the largest lesion
+    rng = np.random.default_rng(0)
+    files: dict[str, list[str]] = {"probseg": [], "flair": []}
+    for i in range(3):
+        prob = np.where(lesions > 0, 0.95, 0.02).astype(np.float32)
+        noisy = flair + rng.normal(0, 0.02 * float(flair.max()), flair.shape).astype(np.float32)
+        if i == 1:
+            prob[lesions == missed] = 0.1
+            noisy[lesions == missed] = np.median(flair[flair > 0])
+        for key, data in (("probseg", prob), ("flair", noisy)):
+            path = tmp_path / f"{key}{i}.nii.gz"
+            nib.save(nib.Nifti1Image(data, flair_img.affine), path)
+            files[key].append(str(path))
+    brain = str(truth / "sub-01_ses-01_desc-brain_mask.nii.gz")
+    native = str(anat / "sub-01_ses-01_FLAIR.nii.gz")
+
+    def run(sessions: int, consistent: bool):
+        node = SubjectLesions(
+            probseg=files["probseg"][:sessions], flair=files["flair"][:sessions],
+            mask=[brain] * sessions, native_flair=[native] * sessions, consistent=consistent,
+            min_volume_mm3=0,
+        )  # fmt: skip
+        cwd = tmp_path / f"{sessions}-{consistent}"
+        cwd.mkdir()
+        out = node.run(cwd=str(cwd)).outputs
+        tables = ensure_list(out.out_table)  # one file comes back as a plain string
+        return out, [set(pd.read_csv(t, sep="\t")["class"]) for t in tables]
+
+    assert "resolved" in run(2, False)[1][0]
+    for consistent in (True, False):
+        out, classes = run(3, consistent)
+        assert classes == [{"stable"}, {"stable"}], consistent
+        found = (np.asarray(nib.load(out.out_mask[1]).dataobj) > 0)[lesions == missed].mean()
+        assert found > 0.9 if consistent else found == 0.0  # jointly, the lesion is there

@@ -19,7 +19,7 @@ square over pairs) and the false new-lesion rate per pair.
 
 Usage: python benchmarks/bench_rescan.py --model M.safetensors --work DIR
        [--cross-sectional DIR] [--phantom-seed 99] [--methods joint evidence difference]
-       [--json FILE]
+       [--sources c26 phantom-sub-01_ses-01 ...] [--json FILE]
        (TEMPLATEFLOW_HOME must be set)
 """
 
@@ -153,6 +153,7 @@ def main() -> None:
     parser.add_argument("--phantom-participants", type=int, default=2)
     parser.add_argument("--nprocs", type=int, default=2)
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--sources", nargs="+", help="only these sources (default: all)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     phantom = None
@@ -166,6 +167,8 @@ def main() -> None:
             )  # fmt: skip
     rows = []
     for name, flair, mask in sources(args.cross_sectional, phantom):
+        if args.sources and name not in args.sources:
+            continue
         for slice_mm in SLICES:
             slices = f"{slice_mm:g}mm" if slice_mm else "1mm"
             pair = make_pair(flair, mask, slice_mm, args.work / f"pair-{name}-{slices}", 1)

@@ -16,11 +16,13 @@ from mdgru_bids.synth.appearance import (
     AcquisitionConfig,
     acquire,
     label_image,
+    lesion_profile,
     zscore_in_mask,
 )
 from mdgru_bids.synth.deform import DeformConfig, crop, margin_side, random_grid, resample
 from mdgru_bids.synth.lesions import (
     LesionConfig,
+    _diameter,
     _tiny,
     carve,
     lesion_shapes,
@@ -101,6 +103,16 @@ def test_painted_lesions_replace_tissue_only_and_span_loads(toy: LabelAnatomy) -
     assert bands >= 1  # confluent periventricular lesions occur
 
 
+def test_large_lesions_come_only_where_the_load_has_room_for_them() -> None:
+    cfg = LesionConfig(large_p=0.5)
+    rng = np.random.default_rng(0)
+    light = [_diameter(cfg, 500.0, rng) for _ in range(200)]  # 500 voxels: a 10 mm ball
+    heavy = [_diameter(cfg, 40000.0, rng) for _ in range(200)]
+    assert np.mean([d >= cfg.large_mm[0] for d in light]) < 0.1  # log-normal tail only
+    assert 0.4 < np.mean([d >= cfg.large_mm[0] for d in heavy]) < 0.7
+    assert max(heavy) <= cfg.large_mm[1] and max(heavy) > 25.0
+
+
 def test_tiny_lesions_are_3_to_10_cubic_mm() -> None:
     rng = np.random.default_rng(0)
     sizes = [int(_tiny(rng).sum()) for _ in range(50)]
@@ -119,6 +131,34 @@ def test_flair_lesions_are_brighter_and_t1w_lesions_darker(toy: LabelAnatomy) ->
         assert mean[LESION][0] > max(mean[WM][0], mean[GM][0])
         assert mean[LESION][1] < mean[WM][1]
         assert flair[labels == CSF].mean() < mean[WM][0]  # CSF suppressed
+
+
+def test_lesions_fade_from_a_bright_core_to_a_fainter_rim() -> None:
+    ijk = np.indices((32, 32, 32)) - 16
+    instances = (np.sqrt((ijk**2).sum(0)) < 9).astype(np.int16)  # one ball, 8 voxels deep
+    instances[2:4, 2:4, 2:4] = 2  # a lesion too thin to have a core
+    rims, cores = [], []
+    for seed in range(20):
+        share = lesion_profile(instances, np.random.default_rng(seed))
+        assert (share[instances == 0] == 1).all()
+        rims.append(share[16, 16, 8])  # the ball's edge voxel
+        cores.append(share[16, 16, 16])
+        assert (share[instances == 2] == share[2, 2, 2]).all()  # flat: no depth to fade over
+    assert np.allclose(cores, 1.0)
+    assert min(rims) < 0.5 and max(rims) > 0.8  # each lesion draws its own rim
+    flat = label_image(torch.zeros(8, 8, 8, dtype=torch.uint8) + LESION,
+                       torch.ones(8, 8, 8, dtype=torch.int16), "FLAIR",
+                       np.random.default_rng(0), torch.Generator().manual_seed(0),
+                       AcquisitionConfig(label_sd=(0.0, 0.0)))  # fmt: skip
+    faded = label_image(torch.zeros(8, 8, 8, dtype=torch.uint8) + LESION,
+                        torch.ones(8, 8, 8, dtype=torch.int16), "FLAIR",
+                        np.random.default_rng(0), torch.Generator().manual_seed(0),
+                        AcquisitionConfig(label_sd=(0.0, 0.0)),
+                        torch.full((8, 8, 8), 0.5))  # fmt: skip
+    # half the contrast over the brighter of white and grey matter (1.0-1.5 on FLAIR)
+    reference = 2 * faded - flat
+    assert (faded < flat).all()
+    assert torch.allclose(reference, reference.flatten()[0]) and 1.0 <= reference[0, 0, 0] <= 1.5
 
 
 def test_thick_slices_smear_along_one_axis_only() -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage as ndi
 
 BACKGROUND, CSF, GM, WM, LESION = range(5)
 N_LABELS = 5
@@ -26,6 +27,9 @@ CONTRAST = {
 # Lesion signal per lesion: on FLAIR above the brighter of grey and white matter by this
 # factor (expert masks mark hyperintense lesions); on T1w relative to white matter.
 LESION_CONTRAST = {"FLAIR": (1.08, 2.0), "T1w": (0.3, 0.9)}
+# Signal contrast at a lesion's edge, as a share of its core's (uniform draw per lesion; 1 is
+# a flat lesion): real lesions fade from a bright core to a faint rim that experts still mark.
+RIM_SHARE = (0.25, 1.0)
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,28 @@ def lesion_levels(instances: np.ndarray, modality: str, rng: np.random.Generator
     return np.concatenate([[1.0], rng.uniform(lo, hi, int(instances.max(initial=0)))])
 
 
+def lesion_profile(instances: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Per voxel, the share of its lesion's contrast (core 1, edge its rim share; 1 outside).
+
+    The share rises from the edge to the deepest voxel of each lesion along a random power
+    curve, so the network learns that the faint rim experts mark is lesion too.
+    """
+    count = int(instances.max(initial=0))
+    share = np.ones(instances.shape, np.float32)
+    if count == 0:
+        return share
+    inside = instances > 0
+    depth = ndi.distance_transform_edt(inside).astype(np.float32)
+    deepest = np.ones(count + 1, np.float32)
+    deepest[1:] = np.maximum(ndi.maximum(depth, instances, np.arange(1, count + 1)), 1.0)
+    rim = np.concatenate([[1.0], rng.uniform(*RIM_SHARE, count)]).astype(np.float32)
+    ids = instances[inside].astype(np.int64)
+    # depth 1 is the edge voxel: share = rim there, 1 at the deepest voxel
+    rise = ((depth[inside] - 1) / np.maximum(deepest[ids] - 1, 1.0)) ** rng.uniform(0.5, 2.0)
+    share[inside] = rim[ids] + (1 - rim[ids]) * rise
+    return share
+
+
 def label_image(
     labels: torch.Tensor,
     instances: torch.Tensor,
@@ -52,8 +78,13 @@ def label_image(
     rng: np.random.Generator,
     gen: torch.Generator,
     cfg: AcquisitionConfig,
+    share: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Noise-free-ish tissue signal: a Gaussian draw per voxel from its label's distribution."""
+    """Noise-free-ish tissue signal: a Gaussian draw per voxel from its label's distribution.
+
+    ``share`` (from lesion_profile, the same for every modality of a patch) scales each lesion
+    voxel's contrast; None gives flat lesions.
+    """
     contrast = CONTRAST[modality]
     means = torch.tensor(
         [rng.uniform(*contrast[k]) for k in range(LESION)] + [1.0], dtype=torch.float32
@@ -61,7 +92,9 @@ def label_image(
     sds = means * torch.tensor(rng.uniform(*cfg.label_sd, N_LABELS), dtype=torch.float32)
     levels = torch.tensor(lesion_levels(instances.numpy(), modality, rng), dtype=torch.float32)
     reference = torch.maximum(means[WM], means[GM]) if modality == "FLAIR" else means[WM]
-    mean = torch.where(labels == LESION, levels[instances.long()] * reference, means[labels.long()])
+    excess = levels[instances.long()] - 1
+    lesion = reference * (1 + excess * (1.0 if share is None else share))
+    mean = torch.where(labels == LESION, lesion, means[labels.long()])
     return mean + sds[labels.long()] * torch.randn(labels.shape, generator=gen)
 
 

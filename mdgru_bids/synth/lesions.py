@@ -29,6 +29,10 @@ WAVES = 4
 class LesionConfig:
     load_ml: tuple[float, float] = LOAD_ML
     diameter_mm: tuple[float, float] = (5.0, 0.5)  # log-normal median and sigma
+    # Large round lesions (tumefactive or confluent, 12-35 mm), where the load leaves room:
+    # without them a network never sees a bright blob bigger than a few centimetres' band.
+    large_p: float = 0.2
+    large_mm: tuple[float, float] = (12.0, 35.0)
     tiny_rate: float = 2.0  # mean number of 3-10 mm³ lesions per patch
     real_shape_p: float = 0.3  # share of lesions shaped like a real one (where any are given)
     lesion_free_p: float = 0.1  # share of patches without any lesion
@@ -139,6 +143,16 @@ def _band(
     return (labels == WM) & (dist_vent < thick * (1 + ripple)) & sector
 
 
+def _diameter(cfg: LesionConfig, room: float, rng: np.random.Generator) -> float:
+    """A lesion diameter (mm): log-normal, or now and then large where ``room`` (voxels of
+    load still to paint) holds most of a ball of that size."""
+    widest = 2 * np.cbrt(3 * 1.5 * max(room, 0.0) / (4 * np.pi))
+    if widest >= cfg.large_mm[0] and rng.random() < cfg.large_p:
+        return float(rng.uniform(cfg.large_mm[0], min(cfg.large_mm[1], widest)))
+    median, sigma = cfg.diameter_mm
+    return float(np.clip(rng.lognormal(np.log(median), sigma), 2.0, 22.0))
+
+
 def paint(
     labels: np.ndarray,
     dist_vent: np.ndarray,
@@ -196,8 +210,7 @@ def paint(
         if shapes and rng.random() < cfg.real_shape_p:
             shape = _orient(shapes[rng.integers(len(shapes))], rng)
         else:
-            median, sigma = cfg.diameter_mm
-            shape = _ovoid(float(np.clip(rng.lognormal(np.log(median), sigma), 2.0, 22.0)), rng)
+            shape = _ovoid(_diameter(cfg, target - painted, rng), rng)
         painted += place(shape, pool[rng.integers(pool.size)])
     return labels, instances
 

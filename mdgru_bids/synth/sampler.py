@@ -19,6 +19,7 @@ from mdgru_bids.synth.appearance import (
     AcquisitionConfig,
     acquire,
     label_image,
+    lesion_profile,
     zscore_in_mask,
 )
 from mdgru_bids.synth.deform import DeformConfig, crop, margin_side, random_grid, resample
@@ -106,11 +107,12 @@ class PatchSampler:
         brain = torch.from_numpy(_jitter_mask(mask > 0, rng))
         if not brain.any():
             brain = torch.ones_like(brain)
+        share = torch.from_numpy(lesion_profile(instances, rng))
         channels = []
         for modality in self.cfg.modalities:
             signal = label_image(
                 torch.from_numpy(labels), torch.from_numpy(instances), modality, rng, gen,
-                self.cfg.acquisition,
+                self.cfg.acquisition, share,
             )  # fmt: skip
             channels.append(zscore_in_mask(acquire(signal, rng, gen, self.cfg.acquisition), brain))
         return torch.stack(channels), labels

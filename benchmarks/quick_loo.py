@@ -1,0 +1,93 @@
+"""Short-ablation scores: models segment the shared real cases directly (printed, never asserted).
+
+The Lesjak et al. 2017 cross-sectional cases (CC-BY) are published N4-corrected,
+skull-stripped and in MNI space at 1 mm, so a model can segment them as they are: a minute
+per case instead of the ten a participant run takes. The figures are for comparing training
+variants with each other in one run; the pipeline figures (``eval_models.py``) are the ones to
+report. Each case is scored by the model given for it (``LABEL=MODEL``: a model trained
+without that case), beside the robust-z baseline at ``--baseline-threshold``.
+
+Usage: python benchmarks/quick_loo.py --cross-sectional DIR c07=A.safetensors c26=B.safetensors
+       [--threshold 0.5] [--baseline-threshold 2.0] [--figures DIR] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from eval_models import baseline_mask, case_scores, outline_figure, robust_z  # noqa: E402
+
+from mdgru_bids.lesions.components import MIN_LESION_MM3, min_voxels  # noqa: E402
+from mdgru_bids.model.files import load_model  # noqa: E402
+from mdgru_bids.model.inference import segment  # noqa: E402
+
+KEYS = ("dice", "lesion_f1_msseg", "lesion_recall_msseg", "lesion_precision_msseg",
+        "recall_10-30mm3", "recall_30-100mm3", "recall_100-infmm3", "load_error_ml")  # fmt: skip
+
+
+def score_case(data: Path, label: str, model_path: Path, threshold: float, base_z: float,
+               figures: Path | None) -> dict:  # fmt: skip
+    """The model's and the baseline's scores on one case, as published."""
+    sub = f"sub-{label}"
+    flair_img = nib.load(data / sub / "anat" / f"{sub}_FLAIR.nii.gz")
+    flair = np.asarray(flair_img.dataobj, dtype=np.float32)
+    truth_path = data / "derivatives" / "manual" / sub / "anat" / f"{sub}_label-lesion_mask.nii.gz"
+    truth = np.asarray(nib.load(truth_path).dataobj) > 0
+    brain = flair > 0  # skull-stripped by the database's authors
+    zooms = tuple(float(z) for z in flair_img.header.get_zooms()[:3])
+    voxel = float(np.prod(zooms))
+    fewest = min_voxels(MIN_LESION_MM3, voxel)
+    model = load_model(model_path)
+    start = time.perf_counter()
+    prob = segment(model, [flair], brain, zooms)
+    seconds = time.perf_counter() - start
+    predicted = baseline_mask(prob, threshold, fewest)
+    base = baseline_mask(robust_z(flair, brain), base_z, fewest)
+    if figures is not None:
+        title = (f"{sub} as published: truth (green), {model_path.stem} (red), "
+                 f"baseline z {base_z:g} (cyan)")  # fmt: skip
+        outline_figure(flair, truth, predicted, base,
+                       figures / f"quick_{model_path.stem}_{sub}.png", title)  # fmt: skip
+    return {"model": model_path.name, "segment_seconds": round(seconds, 1),
+            "model_scores": case_scores(predicted, truth, voxel),
+            "baseline_scores": case_scores(base, truth, voxel)}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cross-sectional", type=Path, required=True)
+    parser.add_argument("case_models", nargs="+", metavar="LABEL=MODEL")
+    parser.add_argument("--threshold", type=float, default=0.5)
+    parser.add_argument("--baseline-threshold", type=float, default=2.0)
+    parser.add_argument("--figures", type=Path)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    results = {}
+    for item in args.case_models:
+        label, model = item.split("=", 1)
+        row = score_case(args.cross_sectional, label, Path(model), args.threshold,
+                         args.baseline_threshold, args.figures)  # fmt: skip
+        results[f"{label}={Path(model).name}"] = row
+        for who in ("model", "baseline"):
+            values = row[f"{who}_scores"]
+            name = Path(model).stem if who == "model" else "baseline"
+            print(f"{label} {name[:28]:>28} " + " ".join(f"{k}={values[k]:.3f}" for k in KEYS),
+                  flush=True)  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=float) + "\n")
+
+
+if __name__ == "__main__":
+    main()

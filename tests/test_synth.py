@@ -17,6 +17,7 @@ from mdgru_bids.synth.appearance import (
     acquire,
     label_image,
     lesion_profile,
+    ventricle_lining,
     zscore_in_mask,
 )
 from mdgru_bids.synth.deform import DeformConfig, crop, margin_side, random_grid, resample
@@ -159,6 +160,32 @@ def test_lesions_fade_from_a_bright_core_to_a_fainter_rim() -> None:
     reference = 2 * faded - flat
     assert (faded < flat).all()
     assert torch.allclose(reference, reference.flatten()[0]) and 1.0 <= reference[0, 0, 0] <= 1.5
+
+
+def test_a_normal_ventricle_lining_is_bright_on_flair_and_never_lesion(toy: LabelAnatomy) -> None:
+    labels = torch.from_numpy(toy.labels)
+    instances = torch.from_numpy(ndi.label(toy.labels == LESION)[0].astype(np.int16))
+    cfg = AcquisitionConfig(label_sd=(0.0, 0.0))
+    seen = 0
+    for seed in range(10):
+        where, gain = ventricle_lining(toy.labels, toy.dist_vent, np.random.default_rng(seed))
+        if not where.any():
+            continue
+        seen += 1
+        assert toy.dist_vent[where].max() <= 2.0 and not (toy.labels[where] == LESION).any()
+        lining = (torch.from_numpy(where), gain)
+
+        def draw(modality: str, with_lining: bool, seed: int = seed, lining=lining) -> torch.Tensor:
+            rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
+            extra = (None, lining) if with_lining else ()
+            return label_image(labels, instances, modality, rng, gen, cfg, *extra)
+
+        flair, plain = draw("FLAIR", True), draw("FLAIR", False)
+        t1w, t1w_plain = draw("T1w", True), draw("T1w", False)
+        assert (flair[~lining[0]] == plain[~lining[0]]).all()
+        assert flair[lining[0]].mean() >= plain[lining[0]].mean()
+        assert torch.equal(t1w, t1w_plain)  # hyperintense on FLAIR only
+    assert 3 <= seen <= 10
 
 
 def test_thick_slices_smear_along_one_axis_only() -> None:

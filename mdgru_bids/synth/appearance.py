@@ -27,6 +27,12 @@ CONTRAST = {
 # Lesion signal per lesion: on FLAIR above the brighter of grey and white matter by this
 # factor (expert masks mark hyperintense lesions); on T1w relative to white matter.
 LESION_CONTRAST = {"FLAIR": (1.08, 2.0), "T1w": (0.3, 0.9)}
+# Normal FLAIR shows a thin bright lining along the ventricles (and the septum between them)
+# that experts do not mark: share of FLAIR patches that have one, its depth (mm) and its
+# signal over the brighter of white and grey matter.
+LINING_P = 0.7
+LINING_MM = (0.5, 2.0)  # thinner than any painted periventricular band
+LINING_GAIN = (1.0, 1.4)
 # Signal contrast at a lesion's edge, as a share of its core's (uniform draw per lesion; 1 is
 # a flat lesion): real lesions fade from a bright core to a faint rim that experts still mark.
 RIM_SHARE = (0.25, 1.0)
@@ -71,6 +77,17 @@ def lesion_profile(instances: np.ndarray, rng: np.random.Generator) -> np.ndarra
     return share
 
 
+def ventricle_lining(
+    labels: np.ndarray, dist_vent: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, float]:
+    """Where a normal bright ependymal lining goes (tissue within a random depth of the
+    lateral ventricles, never lesion), and its gain; an empty mask for patches without one."""
+    if rng.random() >= LINING_P:
+        return np.zeros(labels.shape, bool), 1.0
+    depth, gain = rng.uniform(*LINING_MM), rng.uniform(*LINING_GAIN)
+    return ((labels == WM) | (labels == GM)) & (dist_vent > 0) & (dist_vent <= depth), gain
+
+
 def label_image(
     labels: torch.Tensor,
     instances: torch.Tensor,
@@ -79,11 +96,13 @@ def label_image(
     gen: torch.Generator,
     cfg: AcquisitionConfig,
     share: torch.Tensor | None = None,
+    lining: tuple[torch.Tensor, float] | None = None,
 ) -> torch.Tensor:
     """Noise-free-ish tissue signal: a Gaussian draw per voxel from its label's distribution.
 
     ``share`` (from lesion_profile, the same for every modality of a patch) scales each lesion
-    voxel's contrast; None gives flat lesions.
+    voxel's contrast; None gives flat lesions. ``lining`` (mask and gain, from
+    ventricle_lining) brightens the normal ventricle lining on FLAIR.
     """
     contrast = CONTRAST[modality]
     means = torch.tensor(
@@ -95,6 +114,9 @@ def label_image(
     excess = levels[instances.long()] - 1
     lesion = reference * (1 + excess * (1.0 if share is None else share))
     mean = torch.where(labels == LESION, lesion, means[labels.long()])
+    if lining is not None and modality == "FLAIR":
+        where, gain = lining
+        mean = torch.where(where, torch.maximum(mean, reference * gain), mean)
     return mean + sds[labels.long()] * torch.randn(labels.shape, generator=gen)
 
 

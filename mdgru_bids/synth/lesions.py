@@ -137,7 +137,8 @@ def _band(
 ) -> np.ndarray:
     """Confluent periventricular caps and bands: white matter within a rippling distance of
     the ventricles, over a random share of their surface; thicker for heavier loads."""
-    thick = rng.uniform(2.0, 3.0 + 9.0 * np.clip(np.log10(load / 2.0) / 1.6, 0, 1))
+    # at least 3 mm: thinner bright linings are normal (appearance.ventricle_lining)
+    thick = rng.uniform(3.0, 4.0 + 8.0 * np.clip(np.log10(load / 2.0) / 1.6, 0, 1))
     ripple = smooth_field(labels.shape, 0.35, rng).numpy()
     sector = smooth_field(labels.shape, 1.0, rng).numpy() > rng.uniform(-0.6, 0.9)
     return (labels == WM) & (dist_vent < thick * (1 + ripple)) & sector

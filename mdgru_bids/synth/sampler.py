@@ -20,6 +20,7 @@ from mdgru_bids.synth.appearance import (
     acquire,
     label_image,
     lesion_profile,
+    ventricle_lining,
     zscore_in_mask,
 )
 from mdgru_bids.synth.deform import DeformConfig, crop, margin_side, random_grid, resample
@@ -108,11 +109,13 @@ class PatchSampler:
         if not brain.any():
             brain = torch.ones_like(brain)
         share = torch.from_numpy(lesion_profile(instances, rng))
+        where, gain = ventricle_lining(labels, dist, rng)
+        lining = (torch.from_numpy(where), gain)
         channels = []
         for modality in self.cfg.modalities:
             signal = label_image(
                 torch.from_numpy(labels), torch.from_numpy(instances), modality, rng, gen,
-                self.cfg.acquisition, share,
+                self.cfg.acquisition, share, lining,
             )  # fmt: skip
             channels.append(zscore_in_mask(acquire(signal, rng, gen, self.cfg.acquisition), brain))
         return torch.stack(channels), labels

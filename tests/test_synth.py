@@ -140,7 +140,7 @@ def test_lesions_fade_from_a_bright_core_to_a_fainter_rim() -> None:
     instances[2:4, 2:4, 2:4] = 2  # a lesion too thin to have a core
     rims, cores = [], []
     for seed in range(20):
-        share = lesion_profile(instances, np.random.default_rng(seed))
+        share = lesion_profile(instances, np.random.default_rng(seed), AcquisitionConfig())
         assert (share[instances == 0] == 1).all()
         rims.append(share[16, 16, 8])  # the ball's edge voxel
         cores.append(share[16, 16, 16])
@@ -168,7 +168,7 @@ def test_a_normal_ventricle_lining_is_bright_on_flair_and_never_lesion(toy: Labe
     cfg = AcquisitionConfig(label_sd=(0.0, 0.0))
     seen = 0
     for seed in range(10):
-        where, gain = ventricle_lining(toy.labels, toy.dist_vent, np.random.default_rng(seed))
+        where, gain = ventricle_lining(toy.labels, toy.dist_vent, np.random.default_rng(seed), cfg)
         if not where.any():
             continue
         seen += 1

@@ -68,6 +68,9 @@ def test_card_records_the_synthetic_data(trained: dict) -> None:
     synthetic = read_card(trained["model"])["training"]["synthetic"]
     assert synthetic["share"] == 0.6 and synthetic["template_anatomy"] is None
     assert synthetic["anatomies_from_cases"] == ["bids_sub-01_ses_01", "bids_sub-01_ses_02"]
+    settings = synthetic["settings"]  # every generator setting, for the next reader
+    assert settings["synth_p"] == 0.6 and settings["acquisition"]["rim_share"] == [0.25, 1.0]
+    assert settings["lesions"]["large_mm"] == [12.0, 35.0]
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from mdgru_bids.model.network import NetworkConfig
     from mdgru_bids.model.training import BatchSource, TrainConfig
     from mdgru_bids.model.training_card import Recipe
+    from mdgru_bids.synth.sampler import SynthConfig
 
 log = logging.getLogger("mdgru_bids")
 
@@ -322,17 +324,24 @@ def batch_source(
             raise NothingSelectedError("no labelled session is left for training")
         return CaseBatches(cases, cfg)
     from mdgru_bids.synth.anatomy import template_anatomy
-    from mdgru_bids.synth.sampler import PatchSampler, SynthBatches, SynthConfig
+    from mdgru_bids.synth.sampler import PatchSampler, SynthBatches
 
     if args.highpass_mm and sessions:
         raise UsageError("--highpass-mm works with --synth 0 only")
     anatomies = [] if args.no_template_anatomy else [template_anatomy()]
     anatomies += [load_label_anatomy(s, files[s.name], args.inputs) for s in sessions]
-    synth = SynthConfig(
-        modalities=tuple(args.inputs), synth_p=args.synth, lesion_centre_p=cfg.lesion_fraction
-    )
     return SynthBatches(
-        PatchSampler(anatomies, synth), cfg.batch_size, tuple(args.patch_size), cfg.seed
+        PatchSampler(anatomies, synth_config(args)), cfg.batch_size, tuple(args.patch_size),
+        cfg.seed,
+    )  # fmt: skip
+
+
+def synth_config(args: argparse.Namespace) -> SynthConfig:
+    """The synthetic-data settings of this command (the rest are SynthConfig's defaults)."""
+    from mdgru_bids.synth.sampler import SynthConfig
+
+    return SynthConfig(
+        modalities=tuple(args.inputs), synth_p=args.synth, lesion_centre_p=args.lesion_fraction
     )
 
 
@@ -362,6 +371,7 @@ def training_recipe(
         synthetic_patch_sides=list(args.patch_size),
         template_anatomy=not args.no_template_anatomy,
         anatomies_from_cases=[s.name for s in sessions if s not in val_sessions],
+        synthetic_settings=asdict(synth_config(args)) if args.synth > 0 else None,
     )
 
 

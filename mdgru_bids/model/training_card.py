@@ -31,6 +31,7 @@ class Recipe:
     synthetic_patch_sides: list[int]
     template_anatomy: bool
     anatomies_from_cases: list[str]
+    synthetic_settings: dict | None = None  # SynthConfig as a dict: every generator setting
 
 
 def dataset_facts(root: Path, cases: list[str]) -> dict:
@@ -113,7 +114,8 @@ def _synthetic(recipe: Recipe) -> dict | None:
         if recipe.template_anatomy
         else None,
         "anatomies_from_cases": recipe.anatomies_from_cases,
-        "generator": "mdgru_bids.synth (default SynthConfig)",
+        "generator": "mdgru_bids.synth",
+        "settings": recipe.synthetic_settings,
     }
 
 

@@ -27,15 +27,6 @@ CONTRAST = {
 # Lesion signal per lesion: on FLAIR above the brighter of grey and white matter by this
 # factor (expert masks mark hyperintense lesions); on T1w relative to white matter.
 LESION_CONTRAST = {"FLAIR": (1.08, 2.0), "T1w": (0.3, 0.9)}
-# Normal FLAIR shows a thin bright lining along the ventricles (and the septum between them)
-# that experts do not mark: share of FLAIR patches that have one, its depth (mm) and its
-# signal over the brighter of white and grey matter.
-LINING_P = 0.7
-LINING_MM = (0.5, 2.0)  # thinner than any painted periventricular band
-LINING_GAIN = (1.0, 1.4)
-# Signal contrast at a lesion's edge, as a share of its core's (uniform draw per lesion; 1 is
-# a flat lesion): real lesions fade from a bright core to a faint rim that experts still mark.
-RIM_SHARE = (0.25, 1.0)
 
 
 @dataclass(frozen=True)
@@ -47,6 +38,16 @@ class AcquisitionConfig:
     noise: tuple[float, float] = (0.0, 0.06)  # Rician sigma, relative to white matter
     bias: float = 0.3  # largest standard deviation of the log bias field
     gamma_sd: float = 0.25  # of log gamma
+    # Signal contrast at a lesion's edge, as a share of its core's (a uniform draw per lesion;
+    # 1 is a flat lesion): real lesions fade from a bright core to a faint rim experts still mark.
+    rim_share: tuple[float, float] = (0.25, 1.0)
+    # Normal FLAIR shows a thin bright lining along the ventricles (and the septum between
+    # them) that experts do not mark: the share of FLAIR patches with one, its depth in mm
+    # (thinner than any painted periventricular band) and its signal over the brighter of
+    # white and grey matter.
+    lining_p: float = 0.7
+    lining_mm: tuple[float, float] = (0.5, 2.0)
+    lining_gain: tuple[float, float] = (1.0, 1.4)
 
 
 def lesion_levels(instances: np.ndarray, modality: str, rng: np.random.Generator) -> np.ndarray:
@@ -55,7 +56,9 @@ def lesion_levels(instances: np.ndarray, modality: str, rng: np.random.Generator
     return np.concatenate([[1.0], rng.uniform(lo, hi, int(instances.max(initial=0)))])
 
 
-def lesion_profile(instances: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def lesion_profile(
+    instances: np.ndarray, rng: np.random.Generator, cfg: AcquisitionConfig
+) -> np.ndarray:
     """Per voxel, the share of its lesion's contrast (core 1, edge its rim share; 1 outside).
 
     The share rises from the edge to the deepest voxel of each lesion along a random power
@@ -69,7 +72,7 @@ def lesion_profile(instances: np.ndarray, rng: np.random.Generator) -> np.ndarra
     depth = ndi.distance_transform_edt(inside).astype(np.float32)
     deepest = np.ones(count + 1, np.float32)
     deepest[1:] = np.maximum(ndi.maximum(depth, instances, np.arange(1, count + 1)), 1.0)
-    rim = np.concatenate([[1.0], rng.uniform(*RIM_SHARE, count)]).astype(np.float32)
+    rim = np.concatenate([[1.0], rng.uniform(*cfg.rim_share, count)]).astype(np.float32)
     ids = instances[inside].astype(np.int64)
     # depth 1 is the edge voxel: share = rim there, 1 at the deepest voxel
     rise = ((depth[inside] - 1) / np.maximum(deepest[ids] - 1, 1.0)) ** rng.uniform(0.5, 2.0)
@@ -78,13 +81,13 @@ def lesion_profile(instances: np.ndarray, rng: np.random.Generator) -> np.ndarra
 
 
 def ventricle_lining(
-    labels: np.ndarray, dist_vent: np.ndarray, rng: np.random.Generator
+    labels: np.ndarray, dist_vent: np.ndarray, rng: np.random.Generator, cfg: AcquisitionConfig
 ) -> tuple[np.ndarray, float]:
     """Where a normal bright ependymal lining goes (tissue within a random depth of the
     lateral ventricles, never lesion), and its gain; an empty mask for patches without one."""
-    if rng.random() >= LINING_P:
+    if rng.random() >= cfg.lining_p:
         return np.zeros(labels.shape, bool), 1.0
-    depth, gain = rng.uniform(*LINING_MM), rng.uniform(*LINING_GAIN)
+    depth, gain = rng.uniform(*cfg.lining_mm), rng.uniform(*cfg.lining_gain)
     return ((labels == WM) | (labels == GM)) & (dist_vent > 0) & (dist_vent <= depth), gain
 
 

@@ -108,8 +108,8 @@ class PatchSampler:
         brain = torch.from_numpy(_jitter_mask(mask > 0, rng))
         if not brain.any():
             brain = torch.ones_like(brain)
-        share = torch.from_numpy(lesion_profile(instances, rng))
-        where, gain = ventricle_lining(labels, dist, rng)
+        share = torch.from_numpy(lesion_profile(instances, rng, self.cfg.acquisition))
+        where, gain = ventricle_lining(labels, dist, rng, self.cfg.acquisition)
         lining = (torch.from_numpy(where), gain)
         channels = []
         for modality in self.cfg.modalities:

@@ -166,7 +166,11 @@ def main() -> None:
                 check=True,
             )  # fmt: skip
     rows = []
-    for name, flair, mask in sources(args.cross_sectional, phantom):
+    found = sources(args.cross_sectional, phantom)
+    unknown = set(args.sources or ()) - {name for name, _, _ in found}
+    if unknown:
+        parser.error(f"--sources: no such source {sorted(unknown)}; found {[n for n, *_ in found]}")
+    for name, flair, mask in found:
         if args.sources and name not in args.sources:
             continue
         for slice_mm in SLICES:

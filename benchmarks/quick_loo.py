@@ -39,9 +39,11 @@ KEYS = ("dice", "lesion_f1_msseg", "lesion_recall_msseg", "lesion_precision_msse
         "recall_10-30mm3", "recall_30-100mm3", "recall_100-infmm3", "load_error_ml")  # fmt: skip
 
 
-def worst_errors(predicted: np.ndarray, truth: np.ndarray, most: int = 6) -> list[tuple]:
-    """(kind, centre voxel, size) of the largest predicted lesions touching no truth (FP) and
-    the true lesions with the most voxels missed (FN)."""
+def worst_errors(
+    predicted: np.ndarray, truth: np.ndarray, most: int = 6
+) -> list[tuple[str, tuple[int, ...], int]]:
+    """(kind, centre voxel, voxels wrong) of the largest predicted lesions touching no truth
+    (FP) and the true lesions with the most voxels missed (FN)."""
     found = []
     for kind, mask, other in (("FP", predicted, truth), ("FN", truth, predicted)):
         labels, count = label_lesions(mask, 1)
@@ -51,7 +53,7 @@ def worst_errors(predicted: np.ndarray, truth: np.ndarray, most: int = 6) -> lis
         missed = sizes - hits if kind == "FN" else np.where(hits == 0, sizes, 0)
         for k in np.argsort(-missed)[:most]:
             if missed[k] > 0:
-                found.append((kind, tuple(round(float(c)) for c in centres[k]), int(sizes[k])))
+                found.append((kind, tuple(round(float(c)) for c in centres[k]), int(missed[k])))
     return found
 
 
@@ -74,7 +76,8 @@ def error_crops(flair: np.ndarray, truth: np.ndarray, predicted: np.ndarray, pat
         for mask, colour in ((truth, "lime"), (predicted, "red")):
             if mask[box].any():
                 ax.contour(mask[box].T, [0.5], colors=colour, linewidths=1)
-        ax.set_title(f"{kind} {size} voxels at {(x, y, z)}", fontsize=8)
+        what = "voxels" if kind == "FP" else "voxels missed"
+        ax.set_title(f"{kind} {size} {what} at {(x, y, z)}", fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=70)

@@ -144,7 +144,7 @@ def test_lesions_fade_from_a_bright_core_to_a_fainter_rim() -> None:
         assert (share[instances == 0] == 1).all()
         rims.append(share[16, 16, 8])  # the ball's edge voxel
         cores.append(share[16, 16, 16])
-        assert (share[instances == 2] == share[2, 2, 2]).all()  # flat: no depth to fade over
+        assert (share[instances == 2] == 1).all()  # no voxel deep: keeps its whole contrast
     assert np.allclose(cores, 1.0)
     assert min(rims) < 0.5 and max(rims) > 0.8  # each lesion draws its own rim
     flat = label_image(torch.zeros(8, 8, 8, dtype=torch.uint8) + LESION,
@@ -172,20 +172,25 @@ def test_a_normal_ventricle_lining_is_bright_on_flair_and_never_lesion(toy: Labe
         if not where.any():
             continue
         seen += 1
-        assert toy.dist_vent[where].max() <= 2.0 and not (toy.labels[where] == LESION).any()
+        assert toy.dist_vent[where].max() <= cfg.lining_mm[1]
+        assert not (toy.labels[where] == LESION).any()
         lining = (torch.from_numpy(where), gain)
 
-        def draw(modality: str, with_lining: bool, seed: int = seed, lining=lining) -> torch.Tensor:
+        def draw(
+            modality: str, with_lining: bool, seed: int = seed, lining: tuple = lining
+        ) -> torch.Tensor:
             rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
             extra = (None, lining) if with_lining else ()
             return label_image(labels, instances, modality, rng, gen, cfg, *extra)
 
         flair, plain = draw("FLAIR", True), draw("FLAIR", False)
         t1w, t1w_plain = draw("T1w", True), draw("T1w", False)
-        assert (flair[~lining[0]] == plain[~lining[0]]).all()
-        assert flair[lining[0]].mean() >= plain[lining[0]].mean()
+        inside = lining[0]
+        assert (flair[~inside] == plain[~inside]).all()
+        reference = max(plain[labels == WM].max(), plain[labels == GM].max())  # no label spread
+        assert torch.allclose(flair[inside], reference * gain)
         assert torch.equal(t1w, t1w_plain)  # hyperintense on FLAIR only
-    assert 3 <= seen <= 10
+    assert seen >= 3
 
 
 def test_thick_slices_smear_along_one_axis_only() -> None:

@@ -371,7 +371,7 @@ def training_recipe(
         synthetic_patch_sides=list(args.patch_size),
         template_anatomy=not args.no_template_anatomy,
         anatomies_from_cases=[s.name for s in sessions if s not in val_sessions],
-        synthetic_settings=asdict(synth_config(args)) if args.synth > 0 else None,
+        synthetic_settings=asdict(synth_config(args)),
     )
 
 

@@ -7,6 +7,7 @@ import json
 import platform
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +32,7 @@ class Recipe:
     synthetic_patch_sides: list[int]
     template_anatomy: bool
     anatomies_from_cases: list[str]
-    synthetic_settings: dict | None = None  # SynthConfig as a dict: every generator setting
+    synthetic_settings: dict[str, Any] | None = None  # SynthConfig as a dict: its settings
 
 
 def dataset_facts(root: Path, cases: list[str]) -> dict:

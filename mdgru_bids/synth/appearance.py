@@ -41,12 +41,13 @@ class AcquisitionConfig:
     # Signal contrast at a lesion's edge, as a share of its core's (a uniform draw per lesion;
     # 1 is a flat lesion): real lesions fade from a bright core to a faint rim experts still mark.
     rim_share: tuple[float, float] = (0.25, 1.0)
+    rim_power: tuple[float, float] = (0.5, 2.0)  # of the rise from rim to core (per patch)
     # Normal FLAIR shows a thin bright lining along the ventricles (and the septum between
     # them) that experts do not mark: the share of FLAIR patches with one, its depth in mm
     # (thinner than any painted periventricular band) and its signal over the brighter of
     # white and grey matter.
     lining_p: float = 0.7
-    lining_mm: tuple[float, float] = (0.5, 2.0)
+    lining_mm: tuple[float, float] = (1.0, 2.0)  # 1: the tissue voxels next to the ventricles
     lining_gain: tuple[float, float] = (1.0, 1.4)
 
 
@@ -74,9 +75,11 @@ def lesion_profile(
     deepest[1:] = np.maximum(ndi.maximum(depth, instances, np.arange(1, count + 1)), 1.0)
     rim = np.concatenate([[1.0], rng.uniform(*cfg.rim_share, count)]).astype(np.float32)
     ids = instances[inside].astype(np.int64)
-    # depth 1 is the edge voxel: share = rim there, 1 at the deepest voxel
-    rise = ((depth[inside] - 1) / np.maximum(deepest[ids] - 1, 1.0)) ** rng.uniform(0.5, 2.0)
-    share[inside] = rim[ids] + (1 - rim[ids]) * rise
+    # depth 1 is the edge voxel: share = rim there, 1 at the deepest voxel; a lesion no voxel
+    # deep (a tiny one, or a sheet) has no core to fade from and keeps its whole contrast
+    top = deepest[ids] - 1
+    rise = np.where(top > 0, (depth[inside] - 1) / np.maximum(top, 1e-6), 1.0)
+    share[inside] = rim[ids] + (1 - rim[ids]) * rise ** rng.uniform(*cfg.rim_power)
     return share
 
 
@@ -88,7 +91,7 @@ def ventricle_lining(
     if rng.random() >= cfg.lining_p:
         return np.zeros(labels.shape, bool), 1.0
     depth, gain = rng.uniform(*cfg.lining_mm), rng.uniform(*cfg.lining_gain)
-    return ((labels == WM) | (labels == GM)) & (dist_vent > 0) & (dist_vent <= depth), gain
+    return ((labels == WM) | (labels == GM)) & (dist_vent <= depth), gain
 
 
 def label_image(

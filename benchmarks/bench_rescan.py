@@ -170,9 +170,7 @@ def main() -> None:
     unknown = set(args.sources or ()) - {name for name, _, _ in found}
     if unknown:
         parser.error(f"--sources: no such source {sorted(unknown)}; found {[n for n, *_ in found]}")
-    for name, flair, mask in found:
-        if args.sources and name not in args.sources:
-            continue
+    for name, flair, mask in (s for s in found if not args.sources or s[0] in args.sources):
         for slice_mm in SLICES:
             slices = f"{slice_mm:g}mm" if slice_mm else "1mm"
             pair = make_pair(flair, mask, slice_mm, args.work / f"pair-{name}-{slices}", 1)

@@ -129,7 +129,7 @@ def main() -> None:
         label, model = item.split("=", 1)
         row = score_case(args.cross_sectional, label, Path(model), args.threshold,
                          args.baseline_threshold, args.figures)  # fmt: skip
-        results[f"{label}={Path(model).name}"] = row
+        results[item] = row  # the path as given: two models may share a file name
         for who in ("model", "baseline"):
             values = row[f"{who}_scores"]
             name = Path(model).stem if who == "model" else "baseline"

@@ -1,13 +1,22 @@
-"""Wall time and peak memory of one participant run (printed figures, never asserted).
+"""Wall time, node times and accuracy of one two-session participant run, before and after a
+change (printed figures, never asserted).
 
-A 1 mm phantom participant with two sessions, the embedded 1 mm template (nilearn's MNI ICBM152
-2009a, ``--template MNI152NLin2009aSym``), the default network (untrained unless --model is
-given), run through the installed command as a user would. Per-stage times come from Nipype's
-node results.
+Each configuration is the installed command run as a user would, from a source tree: the
+working tree ("after") and, with ``--baseline REF``, a git worktree of REF ("before"), run
+interleaved ``--repeats`` times on the same inputs, so machine load hits both alike. Per run:
+wall time, peak memory, node seconds per stage (Nipype's node results), and against the
+dataset's truth (``derivatives/truth``, as the phantom and rescan kits write it): the error
+of the session 2 -> session 1 pose over session 2's brain (mm), brain-mask Dice, each
+session's lesion Dice and the change classes found.
 
-Usage: python benchmarks/bench_participant.py [--resolution MM] [--model PATH] [--json FILE]
-                                              [--multithreaded-registration]
-(the default run is the deterministic one: ANTs registrations on one thread each)
+Inputs: a 1 mm phantom participant (default), or ``--bids`` any dataset with such truth, e.g.
+a real case's no-change rescan pair made with the rescan kit::
+
+    mdgru-bids-phantom PAIR --rescan-of sub-c26_FLAIR.nii.gz --rescan-t1w sub-c26_T1w.nii.gz \\
+        --rescan-lesion-mask sub-c26_desc-lesion_mask.nii.gz --seed 0
+
+Usage: python benchmarks/bench_participant.py [--bids DIR] [--model flair|flair-t1w|PATH]
+    [--baseline REF] [--repeats N] [--nprocs N] [--json FILE]
 """
 
 from __future__ import annotations
@@ -20,30 +29,34 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from datetime import datetime
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
+import pandas as pd
 import psutil
-import torch
 from nipype.utils.filemanip import loadpkl
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mdgru_bids.model.files import make_card, save_model  # noqa: E402
-from mdgru_bids.model.network import build_network, default_config  # noqa: E402
+from mdgru_bids.io_spec import OUTPUTS  # noqa: E402
+from mdgru_bids.lesions.change import CHANGE_LABELS  # noqa: E402
+from mdgru_bids.lesions.metrics import dice  # noqa: E402
 from mdgru_bids.phantom import make_dataset  # noqa: E402
-from mdgru_bids.templates import EMBEDDED_TEMPLATE  # noqa: E402
+from mdgru_bids.transforms import apply_to_points, mask_points, read_linear  # noqa: E402
 
-#: Node name → stage, for the per-stage table.
+#: Node name → stage, for the per-stage table (first match wins).
 STAGES = {
     "n4": "N4 bias correction", "brain_mask": "brain mask (affine to template)",
-    "t1w_to_flair": "T1w → FLAIR rigid", "subject_space": "subject space (rigid)",
-    "to_subject": "resampling", "to_session": "resampling", "resample": "resampling",
-    "segment": "MD-GRU segmentation", "subject_lesions": "lesion masks and change",
-    "lesion_table": "lesion masks and tables", "change_to_session": "resampling",
-    "to_template": "template registration (affine+SyN)",
-    "probseg_to_template": "resampling", "subject_mean": "resampling",
+    "t1w_to_flair": "T1w → FLAIR rigid", "t1w_resample": "resampling",
+    "subject_space": "subject space (rigid)", "to_template": "template registration",
+    "to_subject": "resampling", "to_session": "resampling", "probseg_to_template": "resampling",
+    "subject_mean": "resampling", "segment": "MD-GRU segmentation",
+    "subject_lesions": "lesions and change", "lesion_table": "lesion tables",
 }  # fmt: skip
+TRUTH_FLAIR_TO_SUBJECT = "from-FLAIR_to-subject_mode-image_xfm.txt"
 
 
 def watch_memory(proc: subprocess.Popen, every: float = 0.5) -> tuple[float, float]:
@@ -62,91 +75,160 @@ def watch_memory(proc: subprocess.Popen, every: float = 0.5) -> tuple[float, flo
 
 
 def stage_of(node: str) -> str:
-    for key, stage in STAGES.items():
-        if key in node:
-            return stage
-    return "other"
+    return next((stage for key, stage in STAGES.items() if key in node), "other")
+
+
+def run(source: Path, bids: Path, work: Path, model: str, nprocs: int) -> dict:
+    """One participant run of the tree at ``source``; wall time, memory and node times."""
+    argv = [
+        sys.executable, "-m", "mdgru_bids.cli.run", str(bids), str(work / "out"),
+        "participant", "-w", str(work / "work"), "--model", model, "--nprocs", str(nprocs),
+        "--skip-bids-validation",
+    ]  # fmt: skip
+    env = os.environ | {"PYTHONPATH": str(source)}  # with cwd elsewhere: `-m` puts cwd first
+    start = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=work.parent
+        )
+        peak_one, peak_all = watch_memory(proc)
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            err.seek(0)
+            sys.exit(err.read()[-3000:])
+    stages: dict[str, float] = defaultdict(float)
+    timeline = []  # (node, start, end) in seconds from the first node's start
+    for result in (work / "work").rglob("result_*.pklz"):
+        node = result.parent.name
+        if node.startswith("ds_"):  # data sinks: their outputs have moved on
+            continue
+        runtime = loadpkl(result).runtime
+        if getattr(runtime, "startTime", None):
+            stages[stage_of(node)] += float(runtime.duration)
+            timeline.append(
+                [
+                    node,
+                    *(
+                        datetime.fromisoformat(t).timestamp()
+                        for t in (runtime.startTime, runtime.endTime)
+                    ),
+                ]
+            )
+    first = min(t[1] for t in timeline)
+    timeline = [[n, round(a - first, 1), round(b - first, 1)] for n, a, b in timeline]
+    return {
+        "wall_seconds": round(wall, 1),
+        "peak_rss_gib_largest_process": round(peak_one, 2),
+        "peak_rss_gib_all_processes": round(peak_all, 2),
+        "node_seconds_by_stage": {k: round(v, 1) for k, v in sorted(stages.items())},
+        "node_timeline_s": sorted(timeline, key=lambda t: t[1]),
+    }
+
+
+def accuracy(bids: Path, out: Path) -> dict:
+    """The run's pose, brain mask, lesions and change against the dataset's truth."""
+    (sub,) = [p.name.removeprefix("sub-") for p in out.glob("sub-*") if p.is_dir()]
+    truth = bids / "derivatives" / "truth" / f"sub-{sub}"
+    sessions = ("01", "02")
+
+    def true(ses: str, name: str) -> Path:
+        return truth / f"ses-{ses}" / "anat" / f"sub-{sub}_ses-{ses}_{name}"
+
+    found = [read_linear(OUTPUTS["to_subject"].path(out, sub, s)) for s in sessions]
+    real = [read_linear(true(s, TRUTH_FLAIR_TO_SUBJECT)) for s in sessions]
+    found_2to1 = np.linalg.inv(found[0]) @ found[1]
+    true_2to1 = np.linalg.inv(real[0]) @ real[1]
+    mask = nib.load(OUTPUTS["brain_mask"].path(out, sub, "02"))
+    points = mask_points(np.asanyarray(mask.dataobj), mask.affine)
+    error = np.linalg.norm(
+        apply_to_points(found_2to1, points) - apply_to_points(true_2to1, points), axis=1
+    )
+    residual = np.linalg.inv(true_2to1) @ found_2to1
+    angle = np.degrees(np.arccos(np.clip((np.trace(residual[:3, :3]) - 1) / 2, -1, 1)))
+    row = {
+        "pose_error_mean_mm": round(float(error.mean()), 3),
+        "pose_error_max_mm": round(float(error.max()), 3),
+        "pose_error_rotation_deg": round(float(angle), 3),
+        "pose_error_translation_mm": round(float(np.linalg.norm(residual[:3, 3])), 3),
+    }
+    for ses in sessions:
+        truth_brain = true(ses, "desc-brain_mask.nii.gz")
+        if truth_brain.is_file():
+            ours = np.asanyarray(nib.load(OUTPUTS["brain_mask"].path(out, sub, ses)).dataobj)
+            row[f"brain_dice_ses-{ses}"] = round(
+                dice(ours > 0, np.asanyarray(nib.load(truth_brain).dataobj) > 0), 4
+            )
+        lesions = np.asanyarray(nib.load(OUTPUTS["lesion_mask"].path(out, sub, ses)).dataobj)
+        truth_lesions = np.asanyarray(nib.load(true(ses, "label-lesion_mask.nii.gz")).dataobj)
+        row[f"lesion_dice_ses-{ses}"] = round(dice(lesions > 0, truth_lesions > 0), 4)
+    change = pd.read_csv(OUTPUTS["change_table"].path(out, sub, "02"), sep="\t")
+    row["change_classes"] = {
+        name: int((change["class"] == name).sum()) for name in CHANGE_LABELS.values()
+    }
+    return row
+
+
+def print_table(runs: list[dict]) -> None:
+    names = list(dict.fromkeys(r["config"] for r in runs))
+    stages = sorted({s for r in runs for s in r["node_seconds_by_stage"]})
+    print(f"{'':40}" + "".join(f"{n[:22]:>24}" for n in names))
+
+    def line(label: str, value) -> None:
+        cells = [[value(r) for r in runs if r["config"] == n] for n in names]
+        print(f"{label:40}" + "".join(f"{' / '.join(map(str, c)):>24}" for c in cells))
+
+    line("wall time, s", lambda r: r["wall_seconds"])
+    for stage in stages:
+        line(f"  {stage}, node s", lambda r, s=stage: r["node_seconds_by_stage"].get(s, 0.0))
+    line("peak RSS largest process, GiB", lambda r: r["peak_rss_gib_largest_process"])
+    for key in [k for k in runs[0] if k.startswith(("pose_", "brain_dice", "lesion_dice"))]:
+        line(key, lambda r, k=key: r[k])
+    line("change classes", lambda r: ",".join(f"{v}" for v in r["change_classes"].values()))
+    print("change classes: " + ", ".join(runs[0]["change_classes"]))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--resolution", type=float, default=1.0)
-    parser.add_argument("--model", type=Path, help="a trained model (default: untrained)")
+    parser.add_argument("--bids", type=Path, help="dataset with truth (default: a phantom)")
+    parser.add_argument("--model", default="flair", help="flair, flair-t1w or a model file")
+    parser.add_argument("--baseline", metavar="REF", help="also run this git commit, interleaved")
+    parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--nprocs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--json", type=Path)
-    parser.add_argument(
-        "--multithreaded-registration",
-        action="store_true",
-        help="pass it on: registrations on --nprocs threads (faster, not repeatable)",
-    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        bids = make_dataset(
-            tmp / "bids", participants=1, sessions=2, seed=5, resolution=args.resolution
+        configs = {"after (working tree)": ROOT}
+        if args.baseline:
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tmp / "before"),
+                 args.baseline], check=True, capture_output=True,
+            )  # fmt: skip
+            configs = {f"before ({args.baseline})": tmp / "before"} | configs
+        bids = args.bids or make_dataset(
+            tmp / "bids", participants=1, sessions=2, seed=5, resolution=1.0
         )
-        model = args.model
-        if model is None:
-            torch.manual_seed(0)
-            cfg = default_config(in_channels=2)
-            model = save_model(
-                tmp / "default_untrained.safetensors",
-                build_network(cfg),
-                make_card(cfg, ["FLAIR", "T1w"], patch_size=[96, 96, 96], overlap=[24, 24, 24]),
-            )
-        argv = [
-            sys.executable,
-            "-m",
-            "mdgru_bids.cli.run",
-            str(bids),
-            str(tmp / "out"),
-            "participant",
-            "-w",
-            str(tmp / "work"),
-            "--model",
-            str(model),
-            "--nprocs",
-            str(args.nprocs),
-            "--omp-nthreads",
-            str(args.nprocs),
-            "--template",
-            EMBEDDED_TEMPLATE,
-        ] + (["--multithreaded-registration"] if args.multithreaded_registration else [])
-        start = time.perf_counter()
-        with tempfile.TemporaryFile("w+") as err:
-            proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
-            peak_one, peak_all = watch_memory(proc)
-            wall = time.perf_counter() - start
-            if proc.returncode != 0:
-                err.seek(0)
-                sys.exit(err.read()[-2000:])
-        stages: dict[str, float] = defaultdict(float)
-        for result in (tmp / "work").rglob("result_*.pklz"):
-            node = result.parent.name
-            if node.startswith("ds_"):
-                continue
-            runtime = loadpkl(result).runtime
-            stages[stage_of(node)] += float(getattr(runtime, "duration", 0.0) or 0.0)
-    out = {
-        "resolution_mm": args.resolution,
-        "sessions": 2,
-        "nprocs": args.nprocs,
-        "multithreaded_registration": args.multithreaded_registration,
-        "wall_seconds": wall,
-        "peak_rss_gib_largest_process": peak_one,
-        "peak_rss_gib_all_processes": peak_all,
-        "node_seconds_by_stage": dict(sorted(stages.items(), key=lambda kv: -kv[1])),
-    }
-    print(f"1 participant × 2 sessions at {args.resolution} mm, {args.nprocs} processes")
-    print(
-        f"wall time {wall:.1f} s; peak RSS {peak_one:.2f} GiB (largest process), "
-        f"{peak_all:.2f} GiB (all processes together)"
-    )
-    print("node time by stage (summed over nodes; they overlap in parallel):")
-    for stage, seconds in out["node_seconds_by_stage"].items():
-        print(f"  {stage:40} {seconds:8.1f} s")
+        runs = []
+        try:
+            for repeat in range(args.repeats):
+                for k, (name, source) in enumerate(configs.items()):
+                    work = tmp / f"run{repeat}_{k}"
+                    row = {"config": name, "repeat": repeat}
+                    row |= run(source, bids.absolute(), work, args.model, args.nprocs)
+                    row |= accuracy(bids, work / "out")
+                    runs.append(row)
+                    print(f"{name}, repeat {repeat}: {row['wall_seconds']} s", flush=True)
+        finally:
+            if args.baseline:
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
+                                str(tmp / "before")], check=False)  # fmt: skip
+    print(f"1 participant × 2 sessions ({args.bids or 'phantom, seed 5, 1 mm'}), model "
+          f"{args.model}, {args.nprocs} processes; runs interleaved, listed in order")  # fmt: skip
+    print_table(runs)
     if args.json:
-        args.json.write_text(json.dumps(out, indent=2) + "\n")
+        result = {"bids": str(args.bids or "phantom seed 5, 1 mm"), "model": args.model,
+                  "nprocs": args.nprocs, "cpu_count": os.cpu_count(), "runs": runs}  # fmt: skip
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import pytest
 from mdgru_bids.cli.parser import build_parser
 from mdgru_bids.cli.run import main
 from mdgru_bids.model.files import BUNDLED, DEFAULT_MODEL, bundled_model, choose_model
+from mdgru_bids.workflows.execution import default_omp_nthreads
 
 
 def _tree_digest(root: Path) -> str:
@@ -258,3 +259,8 @@ def test_bids_filter_file_must_be_valid(capsys, bids: Path, tmp_path: Path) -> N
         filters,
         match="expected an object",
     )
+
+
+@pytest.mark.parametrize(("nprocs", "threads"), [(1, 1), (2, 1), (4, 3), (32, 8)])
+def test_multithreaded_steps_leave_a_core_for_a_registration(nprocs: int, threads: int) -> None:
+    assert default_omp_nthreads(nprocs) == threads

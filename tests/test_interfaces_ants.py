@@ -93,6 +93,41 @@ def test_register_recovers_a_known_rigid_motion_reproducibly(
     assert nib.load(first.warped_image).shape == nib.load(image).shape
 
 
+def test_register_on_a_coarser_fixed_grid_still_maps_the_full_resolution(
+    phantom_bids: Path, tmp_path: Path
+) -> None:
+    """resolution_mm registers on the fixed image resampled (as the template registration
+    does): the transform is in world coordinates, and the warped image on the fixed grid."""
+    image = anat(phantom_bids, "01", "01", "T1w")
+    brain = nib.load(truth(phantom_bids, "01", "01", "desc-brain_mask"))
+    points = mask_points(np.asanyarray(brain.dataobj), brain.affine)
+    motion = np.eye(4)
+    motion[:3, 3] = [4.0, -3.0, 5.0]
+    moved = str(write_linear(motion, tmp_path / "motion.txt"))
+    moved = run(
+        ApplyTransforms(in_file=image, reference_image=image, transforms=[moved]),
+        tmp_path,
+        "move",
+    ).out_file
+    out = run(
+        Register(
+            fixed_image=image,
+            moving_image=moved,
+            iterations=[100, 50],
+            shrink_factors=[2, 1],
+            smoothing_sigmas=[1, 0],
+            resolution_mm=4.5,
+        ),
+        tmp_path,
+        "register_coarse",
+    )
+    error = np.linalg.norm(
+        apply_to_points(read_linear(out.out_transform) @ motion, points) - points, axis=1
+    )
+    assert error.mean() < 1.5, f"mean error {error.mean():.2f} mm"  # half a 3 mm voxel
+    assert nib.load(out.warped_image).shape == nib.load(image).shape
+
+
 def test_apply_transforms_inverts_text_transforms_and_keeps_label_types(
     phantom_bids: Path, tmp_path: Path
 ) -> None:

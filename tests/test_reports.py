@@ -127,7 +127,8 @@ def test_failed_participant_report_shows_the_crash(study: StudyRun) -> None:
 def test_methods_are_the_workflow_descriptions_with_references(study: StudyRun) -> None:
     assert (study.out / "logs" / "sub-01_CITATION.md").is_file()
     words = Page(study.out / "sub-01.html").words
-    assert "Each session's FLAIR image was corrected for intensity non-uniformity" in words
+    assert "the FLAIR was corrected for intensity non-uniformity with N4" in words
+    assert "was registered to the template with ANTs" in words
     assert "lesion probability above 0.43" in words  # the threshold of this very run
     assert "Participant 01 had 2 session(s)" in words
     assert "Andermatt S, Pezold S, Cattin P. Multi-dimensional Gated Recurrent Units" in words

@@ -119,8 +119,9 @@ def participant_run(
     templateflow_home: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[Path, Path, list[str]]:
-    """One full run of the installed command on phantom participant 01 (2 sessions), with the
-    default threads (N4 and the network use both of --nprocs 2)."""
+    """One full run of the installed command on phantom participant 01 (2 sessions), with N4
+    and the network on two threads (the default would be one with --nprocs 2), so the
+    reruns below show that multi-threaded steps repeat too."""
     out = tmp_path_factory.mktemp("run") / "derivatives"
     work = out.parent / "work"
     argv = [
@@ -137,6 +138,8 @@ def participant_run(
         "--model",
         str(tiny_model),
         "--nprocs",
+        "2",
+        "--omp-nthreads",
         "2",
         "--device",
         "cpu",
@@ -356,8 +359,8 @@ def test_single_session_flair_only_run_with_a_plugin_file(
 def test_a_second_run_into_fresh_folders_gives_identical_outputs(
     participant_run, templateflow_home: Path, tmp_path: Path
 ) -> None:
-    """Same inputs, seed and settings: the same bytes (the default: single-threaded ANTs
-    registrations, N4 and the network on two threads each)."""
+    """Same inputs, seed and settings: the same bytes (single-threaded ANTs registrations, the
+    default; N4 and the network on two threads each)."""
     reference, _, argv = participant_run
     out = tmp_path / "out"
     env = {"TEMPLATEFLOW_HOME": str(templateflow_home), "PATH": "/usr/bin:/bin"}

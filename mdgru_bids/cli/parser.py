@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--omp-nthreads",
         type=_positive_int,
         metavar="N",
-        help="threads per process (default: min(8, nprocs))",
+        help="threads per process (default: nprocs - 1, at least 1, at most 8)",
     )
     perf.add_argument(
         "--multithreaded-registration",

@@ -107,7 +107,7 @@ def run_participants(
     from mdgru_bids.model.compute import resolve_compute
     from mdgru_bids.model.files import choose_model
     from mdgru_bids.templates import template_for_run
-    from mdgru_bids.workflows.execution import plugin_settings
+    from mdgru_bids.workflows.execution import default_omp_nthreads, plugin_settings
 
     if not args.skip_bids_validation:
         validate_bids(bids_dir)
@@ -133,7 +133,7 @@ def run_participants(
     init_derivatives(output_dir, bids_dir)
     _configure_nipype(output_dir, work_dir, args.stop_on_first_crash)
     nprocs = plugin_args.get("n_procs", os.cpu_count() or 1)
-    omp_nthreads = args.omp_nthreads or min(8, nprocs)
+    omp_nthreads = args.omp_nthreads or default_omp_nthreads(nprocs)
     failed = []
     for subject in subjects:
         cfg = WorkflowConfig(

@@ -33,6 +33,9 @@ from mdgru_bids import registration
 from mdgru_bids.nifti import same_grid
 from mdgru_bids.processes import run_isolated
 from mdgru_bids.registration import (
+    BRAIN_MASK_ITERATIONS,
+    BRAIN_MASK_SHRINK_FACTORS,
+    BRAIN_MASK_SMOOTHING_SIGMAS,
     LABEL_INTERPOLATIONS,
     LINEAR_ITERATIONS,
     SHRINK_FACTORS,
@@ -111,6 +114,10 @@ class _RegisterInputSpec(_RegistrationInputSpec):
     syn_iterations = traits.List(
         traits.Int, SYN_ITERATIONS, usedefault=True, desc="SyN stage: iterations per level"
     )
+    resolution_mm = traits.Float(
+        desc="register on the fixed image resampled to this voxel size (the transforms still "
+        "apply at full resolution)"
+    )
 
 
 class _RegisterOutputSpec(TraitedSpec):
@@ -149,6 +156,7 @@ class Register(SimpleInterface):
                 out_dir=runtime.cwd,
                 name="moving_to_fixed",
                 syn_iterations=list(self.inputs.syn_iterations),
+                resolution_mm=_optional(self.inputs.resolution_mm),
             )
         )
         return runtime
@@ -204,6 +212,13 @@ class ApplyTransforms(SimpleInterface):
 
 
 class _BrainMaskInputSpec(_RegistrationInputSpec):
+    iterations = traits.List(traits.Int, BRAIN_MASK_ITERATIONS, usedefault=True, desc="per level")
+    shrink_factors = traits.List(
+        traits.Int, BRAIN_MASK_SHRINK_FACTORS, usedefault=True, desc="shrink factor per level"
+    )
+    smoothing_sigmas = traits.List(
+        traits.Float, BRAIN_MASK_SMOOTHING_SIGMAS, usedefault=True, desc="sigma per level, vox"
+    )
     in_file = File(exists=True, mandatory=True, desc="a session's FLAIR or T1w")
     template_image = File(exists=True, mandatory=True, desc="template head or brain image")
     template_mask = File(exists=True, mandatory=True, desc="the template's brain mask")
@@ -242,7 +257,7 @@ class BrainMask(SimpleInterface):
 
 class _SubjectSpaceInputSpec(_RegistrationInputSpec):
     in_files = InputMultiObject(
-        File(exists=True), mandatory=True, desc="each session's bias-corrected FLAIR, in order"
+        File(exists=True), mandatory=True, desc="each session's FLAIR, in order"
     )
     in_masks = InputMultiObject(
         File(exists=True), mandatory=True, desc="each session's brain mask, on its FLAIR grid"
@@ -262,7 +277,9 @@ class _SubjectSpaceOutputSpec(TraitedSpec):
 
 class SubjectSpace(SimpleInterface):
     """One subject space for all sessions that favours none (halfway for two): rigid
-    registrations of every session's brain (image times brain mask) to the first's, then their
+    registrations of every session's brain (image times brain mask) to the first's (the finest
+    level kept to the first's brain mask, which makes it cheap at full resolution; the coarser
+    ones on the whole grid, where a mask would shrink to little and lose large motions), then their
     mean pose (:func:`mdgru_bids.transforms.unbiased_subject_space`), and an isotropic grid
     covering every session's brain mask. With one session it is that session's own space.
 

@@ -17,27 +17,29 @@ def init_anat_preproc_wf(
     registration_threads: int = 1,
     name: str = "anat_preproc_wf",
 ) -> pe.Workflow:
-    """Bias-correct the FLAIR (N4), mask the brain, and bring the T1w onto the FLAIR grid.
+    """Mask the brain, bias-correct the FLAIR (N4) inside it, and bring the T1w onto the FLAIR
+    grid, bias-corrected there.
 
     N4 runs with ``omp_nthreads`` threads; the registrations with ``registration_threads``
     (1, the default, is what makes them repeat exactly: see :mod:`mdgru_bids.interfaces.ants`).
 
     The brain mask comes from the template's mask, carried over by an affine registration of
-    the template to the bias-corrected FLAIR (mutual information, so the contrasts may differ);
-    N4 then runs a second time inside that mask, where the bias field matters.
+    the template to the FLAIR as acquired (mutual information, which a smooth bias field does
+    not mislead); N4 then fits the bias field inside that mask only, where it matters, once.
+    The T1w is registered as acquired too, resampled onto the FLAIR grid and corrected there
+    inside the same mask: one N4 per image, each on brain voxels only.
 
     Inputs: flair, t1w, template, template_mask. Outputs: flair_preproc, brain_mask,
     t1w_preproc (T1w resampled onto the FLAIR grid) and t1w_to_flair (rigid, ITK text).
     """
     workflow = pe.Workflow(name=name)
     workflow.__desc__ = (
-        "Each session's FLAIR image was corrected for intensity non-uniformity with N4 "
-        "(Tustison et al. 2010, ANTsPy), first over the whole image and again inside a brain "
-        "mask obtained by affine registration of the template brain mask to the FLAIR "
-        "(mutual information)."
+        "Each session's brain mask was obtained by affine registration of the template brain "
+        "mask to the FLAIR (mutual information), and the FLAIR was corrected for intensity "
+        "non-uniformity with N4 (Tustison et al. 2010, ANTsPy) inside that mask."
         + (
-            " The session's T1-weighted image was bias-corrected the same way, rigidly "
-            "registered to the FLAIR and resampled onto the FLAIR grid."
+            " The session's T1-weighted image was rigidly registered to the FLAIR, resampled "
+            "onto the FLAIR grid and bias-corrected there the same way."
             if use_t1w
             else ""
         )
@@ -52,48 +54,45 @@ def init_anat_preproc_wf(
         ),
         name="outputnode",
     )
-    n4_flair = pe.Node(
-        N4BiasCorrection(num_threads=omp_nthreads), name="n4_flair", n_procs=omp_nthreads
-    )
     brain_mask = pe.Node(
         BrainMask(random_seed=seed, num_threads=registration_threads),
         name="brain_mask",
         n_procs=registration_threads,
     )
-    n4_flair_masked = pe.Node(
-        N4BiasCorrection(num_threads=omp_nthreads), name="n4_flair_masked", n_procs=omp_nthreads
+    n4_flair = pe.Node(
+        N4BiasCorrection(num_threads=omp_nthreads), name="n4_flair", n_procs=omp_nthreads
     )
     workflow.connect([
-        (inputnode, n4_flair, [("flair", "in_file")]),
-        (n4_flair, brain_mask, [("out_file", "in_file")]),
-        (inputnode, brain_mask, [("template", "template_image"),
+        (inputnode, brain_mask, [("flair", "in_file"),
+                                 ("template", "template_image"),
                                  ("template_mask", "template_mask")]),
-        (inputnode, n4_flair_masked, [("flair", "in_file")]),
-        (brain_mask, n4_flair_masked, [("out_mask", "mask_file")]),
-        (n4_flair_masked, outputnode, [("out_file", "flair_preproc")]),
+        (inputnode, n4_flair, [("flair", "in_file")]),
+        (brain_mask, n4_flair, [("out_mask", "mask_file")]),
+        (n4_flair, outputnode, [("out_file", "flair_preproc")]),
         (brain_mask, outputnode, [("out_mask", "brain_mask")]),
     ])  # fmt: skip
     if not use_t1w:
         return workflow
 
-    n4_t1w = pe.Node(
-        N4BiasCorrection(num_threads=omp_nthreads), name="n4_t1w", n_procs=omp_nthreads
-    )
     t1w_to_flair = pe.Node(
         Register(transform="Rigid", random_seed=seed, num_threads=registration_threads),
         name="t1w_to_flair",
         n_procs=registration_threads,
     )
     t1w_resample = pe.Node(ApplyTransforms(interpolation="linear"), name="t1w_resample")
+    n4_t1w = pe.Node(
+        N4BiasCorrection(num_threads=omp_nthreads), name="n4_t1w", n_procs=omp_nthreads
+    )
     workflow.connect([
-        (inputnode, n4_t1w, [("t1w", "in_file")]),
-        (n4_t1w, t1w_to_flair, [("out_file", "moving_image")]),
-        (n4_flair_masked, t1w_to_flair, [("out_file", "fixed_image")]),
+        (inputnode, t1w_to_flair, [("t1w", "moving_image")]),
+        (n4_flair, t1w_to_flair, [("out_file", "fixed_image")]),
         (brain_mask, t1w_to_flair, [("out_mask", "fixed_mask")]),
-        (n4_t1w, t1w_resample, [("out_file", "in_file")]),
-        (n4_flair_masked, t1w_resample, [("out_file", "reference_image")]),
+        (inputnode, t1w_resample, [("t1w", "in_file")]),
+        (n4_flair, t1w_resample, [("out_file", "reference_image")]),
         (t1w_to_flair, t1w_resample, [(("out_transform", ensure_list), "transforms")]),
-        (t1w_resample, outputnode, [("out_file", "t1w_preproc")]),
+        (t1w_resample, n4_t1w, [("out_file", "in_file")]),
+        (brain_mask, n4_t1w, [("out_mask", "mask_file")]),
+        (n4_t1w, outputnode, [("out_file", "t1w_preproc")]),
         (t1w_to_flair, outputnode, [("out_transform", "t1w_to_flair")]),
     ])  # fmt: skip
     return workflow

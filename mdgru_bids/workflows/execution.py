@@ -38,6 +38,14 @@ def plugin_settings(
     return "MultiProc", plugin_args
 
 
+def default_omp_nthreads(nprocs: int) -> int:
+    """Threads per multi-threaded step (N4, the network): one core fewer than the run has, as
+    fMRIPrep does, so a single-threaded registration always runs beside them (on 2 cores a
+    2-thread step would hold the whole machine while the template registration waits); at
+    most 8, beyond which these steps hardly speed up."""
+    return max(1, min(8, nprocs - 1))
+
+
 def multiproc(plugin_args: dict):
     """Nipype's MultiProc plugin, with workers that end with this process (they would
     otherwise finish their step after a SIGKILL and write into the work folder that a resumed

@@ -12,13 +12,13 @@ from mdgru_bids.workflows.config import WorkflowConfig
 def init_subject_space_wf(cfg: WorkflowConfig, name: str = "subject_space_wf") -> pe.Workflow:
     """One rigid subject space for all sessions (:class:`SubjectSpace`).
 
-    Inputs: flair_preproc, brain_mask (lists, one per session, on the sessions' grids).
+    Inputs: flair (the FLAIR images as acquired: mutual information is not misled by their
+    bias fields, so this need not wait for N4), brain_mask (lists, one per session, on the
+    sessions' grids).
     Outputs: to_subject (list: each session → subject, ITK text), reference (the grid).
     """
     workflow = pe.Workflow(name=name)
-    inputnode = pe.Node(
-        niu.IdentityInterface(fields=["flair_preproc", "brain_mask"]), name="inputnode"
-    )
+    inputnode = pe.Node(niu.IdentityInterface(fields=["flair", "brain_mask"]), name="inputnode")
     outputnode = pe.Node(
         niu.IdentityInterface(fields=["to_subject", "reference"]), name="outputnode"
     )
@@ -32,7 +32,7 @@ def init_subject_space_wf(cfg: WorkflowConfig, name: str = "subject_space_wf") -
         n_procs=cfg.registration_threads,
     )
     workflow.connect([
-        (inputnode, subject_space, [("flair_preproc", "in_files"), ("brain_mask", "in_masks")]),
+        (inputnode, subject_space, [("flair", "in_files"), ("brain_mask", "in_masks")]),
         (subject_space, outputnode, [("out_transforms", "to_subject"),
                                      ("out_reference", "reference")]),
     ])  # fmt: skip

@@ -105,15 +105,8 @@ def run(source: Path, bids: Path, work: Path, model: str, nprocs: int) -> dict:
         runtime = loadpkl(result).runtime
         if getattr(runtime, "startTime", None):
             stages[stage_of(node)] += float(runtime.duration)
-            timeline.append(
-                [
-                    node,
-                    *(
-                        datetime.fromisoformat(t).timestamp()
-                        for t in (runtime.startTime, runtime.endTime)
-                    ),
-                ]
-            )
+            start, end = (datetime.fromisoformat(t) for t in (runtime.startTime, runtime.endTime))
+            timeline.append([node, start.timestamp(), end.timestamp()])
     first = min(t[1] for t in timeline)
     timeline = [[n, round(a - first, 1), round(b - first, 1)] for n, a, b in timeline]
     return {

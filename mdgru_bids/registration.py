@@ -136,10 +136,10 @@ def register(
     import ants
 
     out = Path(out_dir)
-    fixed, moving = _read(fixed_image), _read(moving_image)
-    mask = _read_mask(fixed_mask)
+    full_fixed, moving = _read(fixed_image), _read(moving_image)
+    fixed, mask = full_fixed, _read_mask(fixed_mask)
     if resolution_mm is not None:
-        fixed = _coarse(fixed, resolution_mm, 0)
+        fixed = _coarse(full_fixed, resolution_mm, 0)
         mask = None if mask is None else _coarse(mask, resolution_mm, 1)
     common = {
         "mask": mask,
@@ -176,7 +176,7 @@ def register(
         forward = write_linear(read_linear(mat), out / f"{name}.txt")
         inverse = invert_linear(forward, out / f"{name}_inverse.txt")
     warped = (
-        ants.apply_transforms(_read(fixed_image), _read(moving_image), [str(forward)])
+        ants.apply_transforms(full_fixed, moving, [str(forward)])
         if resolution_mm is not None  # the moving image on the fixed image's own grid
         else result["warpedmovout"]
     )

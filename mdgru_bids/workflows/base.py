@@ -34,17 +34,10 @@ def init_single_subject_wf(subject: Subject, cfg: WorkflowConfig) -> pe.Workflow
     workflow.__postdesc__ = _settings_desc(cfg)
     merged = {
         key: pe.Node(niu.Merge(n), name=f"merge_{key}")
-        for key in (
-            "flair",
-            "raw_flair",
-            "mask",
-            "mean",
-            "subject_probseg",
-            "subject_flair",
-            "subject_mask",
-        )
+        for key in ("flair", "mask", "mean", "subject_probseg", "subject_flair", "subject_mask")
     }
     subject_space = init_subject_space_wf(cfg)
+    subject_space.inputs.inputnode.flair = [str(session.flair) for session in subject.sessions]
     template = init_template_wf(cfg)
     subject_outputs = init_subject_outputs_wf(cfg, subject, name="outputs_subject_wf")
     lesions = pe.Node(
@@ -61,7 +54,6 @@ def init_single_subject_wf(subject: Subject, cfg: WorkflowConfig) -> pe.Workflow
         name="subject_lesions",
     )
     workflow.connect([
-        (merged["raw_flair"], subject_space, [("out", "inputnode.flair")]),
         (merged["mask"], subject_space, [("out", "inputnode.brain_mask")]),
         (merged["mean"], template, [("out", "inputnode.subject_images")]),
         (template, subject_outputs, [
@@ -82,7 +74,6 @@ def init_single_subject_wf(subject: Subject, cfg: WorkflowConfig) -> pe.Workflow
             name=f"anat_preproc_{tag}_wf",
         )
         anat.inputs.inputnode.flair = str(session.flair)
-        setattr(merged["raw_flair"].inputs, f"in{i + 1}", str(session.flair))
         anat.inputs.inputnode.t1w = str(session.t1w) if use_t1w else None
         anat.inputs.inputnode.template = str(cfg.template.t1w)
         anat.inputs.inputnode.template_mask = str(cfg.template.brain_mask)

@@ -86,7 +86,7 @@ def run(source: Path, bids: Path, work: Path, model: str, nprocs: int) -> dict:
         "--skip-bids-validation",
     ]  # fmt: skip
     env = os.environ | {"PYTHONPATH": str(source)}  # with cwd elsewhere: `-m` puts cwd first
-    start = time.perf_counter()
+    start, started_at = time.perf_counter(), time.time()
     with tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(
             argv, stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=work.parent
@@ -107,10 +107,13 @@ def run(source: Path, bids: Path, work: Path, model: str, nprocs: int) -> dict:
             stages[stage_of(node)] += float(runtime.duration)
             start, end = (datetime.fromisoformat(t) for t in (runtime.startTime, runtime.endTime))
             timeline.append([node, start.timestamp(), end.timestamp()])
-    first = min(t[1] for t in timeline)
+    first, last = min(t[1] for t in timeline), max(t[2] for t in timeline)
     timeline = [[n, round(a - first, 1), round(b - first, 1)] for n, a, b in timeline]
     return {
         "wall_seconds": round(wall, 1),
+        # start-up (imports, BIDS query, workflow graph) and the end (report, publishing)
+        "seconds_before_first_node": round(first - started_at, 1),
+        "seconds_after_last_node": round(started_at + wall - last, 1),
         "peak_rss_gib_largest_process": round(peak_one, 2),
         "peak_rss_gib_all_processes": round(peak_all, 2),
         "node_seconds_by_stage": {k: round(v, 1) for k, v in sorted(stages.items())},
@@ -171,6 +174,8 @@ def print_table(runs: list[dict]) -> None:
         print(f"{label:40}" + "".join(f"{' / '.join(map(str, c)):>24}" for c in cells))
 
     line("wall time, s", lambda r: r["wall_seconds"])
+    line("  before the first node, s", lambda r: r["seconds_before_first_node"])
+    line("  after the last node, s", lambda r: r["seconds_after_last_node"])
     for stage in stages:
         line(f"  {stage}, node s", lambda r, s=stage: r["node_seconds_by_stage"].get(s, 0.0))
     line("peak RSS largest process, GiB", lambda r: r["peak_rss_gib_largest_process"])

@@ -28,32 +28,39 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mdgru_bids.interfaces.ants import ApplyTransforms, N4BiasCorrection, Register  # noqa: E402
+from mdgru_bids.interfaces.ants import (  # noqa: E402
+    ApplyTransforms,
+    BrainMask,
+    N4BiasCorrection,
+    Register,
+)
+from mdgru_bids.interfaces.transforms import ChainLinear  # noqa: E402
 from mdgru_bids.lesions.metrics import dice  # noqa: E402
 from mdgru_bids.nifti import save_like  # noqa: E402
 from mdgru_bids.phantom.acquisition import sample  # noqa: E402
 from mdgru_bids.phantom.anatomy import load_anatomy  # noqa: E402
 from mdgru_bids.phantom.simulate import acquire_session, make_subject  # noqa: E402
 from mdgru_bids.registration import (  # noqa: E402
-    TEMPLATE_LINEAR_ITERATIONS,
     TEMPLATE_REGISTRATION_MM,
-    TEMPLATE_SHRINK_FACTORS,
-    TEMPLATE_SMOOTHING_SIGMAS,
     TEMPLATE_SYN_ITERATIONS,
 )
 from mdgru_bids.templates import embedded_template  # noqa: E402
 
-#: name -> linear iterations, shrink factors and sigmas per level; SyN iterations per level
-#: (ANTsPy halves the voxel size per level down to the fixed image's); the fixed image's voxel
-#: size (None: the template's 1 mm)
+#: name -> linear iterations, shrink factors and sigmas per level (none: SyN starts from the
+#: brain mask's affine registration, as the app does); SyN iterations per level (ANTsPy halves
+#: the voxel size per level down to the fixed image's); the fixed image's voxel size (None: the
+#: template's 1 mm)
 SETTINGS = {
     "before: 1 mm, affine and SyN stop at 2 mm": (
         [1000, 500, 250, 0], [8, 4, 2, 1], [3, 2, 1, 0], [100, 70, 50, 0], None),
     "2 mm template, SyN converged at 2 mm": (
         [1000, 500, 250], [4, 2, 1], [2, 1, 0], [100, 70, 50], 2.0),
-    "2 mm template, 10 SyN iterations at 2 mm (default now)": (
-        TEMPLATE_LINEAR_ITERATIONS, TEMPLATE_SHRINK_FACTORS, TEMPLATE_SMOOTHING_SIGMAS,
-        TEMPLATE_SYN_ITERATIONS, TEMPLATE_REGISTRATION_MM),
+    "2 mm template, 10 SyN iterations at 2 mm": (
+        [1000, 500, 250], [4, 2, 1], [2, 1, 0], [100, 70, 10], 2.0),
+    "2 mm template, SyN 100x40x10": (
+        [1000, 500, 250], [4, 2, 1], [2, 1, 0], [100, 40, 10], 2.0),
+    "2 mm, SyN 100x40x10 from the brain mask's affine (default now)": (
+        [], [], [], TEMPLATE_SYN_ITERATIONS, TEMPLATE_REGISTRATION_MM),
     "2 mm template, SyN stops at 4 mm": (
         [1000, 500, 250], [4, 2, 1], [2, 1, 0], [100, 70, 0], 2.0),
 }  # fmt: skip
@@ -74,9 +81,17 @@ def phantom_t1w(folder: Path, resolution: float) -> tuple[Path, np.ndarray]:
 
 
 def run_setting(
-    name: str, fixed: Path, mask: Path, moving: Path, brain: np.ndarray, folder: Path, threads: int
+    name: str,
+    fixed: Path,
+    mask: Path,
+    moving: Path,
+    brain: np.ndarray,
+    folder: Path,
+    threads: int,
+    start: str,
 ) -> dict:
-    """Register with one schedule; time it and score it."""
+    """Register with one schedule (from ``start`` where it has no linear levels); time it and
+    score it."""
     linear, shrink, sigmas, syn, resolution = SETTINGS[name]
     work = folder / f"setting{list(SETTINGS).index(name)}"
     work.mkdir()
@@ -93,6 +108,7 @@ def run_setting(
             smoothing_sigmas=list(sigmas),
             syn_iterations=list(syn),
             **({"resolution_mm": resolution} if resolution else {}),
+            **({} if linear else {"initial_transform": start}),
             num_threads=threads,
         )
         .run(cwd=str(work))
@@ -104,7 +120,6 @@ def run_setting(
             in_file=str(mask),
             reference_image=str(moving),
             transforms=[out.out_inverse_transform],
-            num_threads=threads,
         )
         .run(cwd=str(work))
         .outputs.out_file
@@ -120,6 +135,18 @@ def run_setting(
         "load_average_at_start": round(load, 2),
         "forward": out.out_transform,
     }
+
+
+def brain_mask_start(image: Path, template: Path, mask: Path, folder: Path, threads: int) -> str:
+    """The image -> template affine of the brain mask step, as the app starts SyN from it."""
+    work = folder / "brain_mask"
+    work.mkdir()
+    found = BrainMask(
+        in_file=str(image), template_image=str(template), template_mask=str(mask),
+        num_threads=threads,
+    ).run(cwd=str(work))  # fmt: skip
+    chained = ChainLinear(in_transforms=[found.outputs.out_transform], invert=[True])
+    return chained.run(cwd=str(work)).outputs.out_transform
 
 
 def mapped_points(transform: str, points_lps: np.ndarray) -> np.ndarray:
@@ -170,8 +197,9 @@ def main() -> None:
             .run(cwd=str(folder))
             .outputs.out_file
         )
+        start = brain_mask_start(Path(corrected), fixed, mask, folder, args.threads)
         rows = [
-            run_setting(name, fixed, mask, Path(corrected), brain, folder, args.threads)
+            run_setting(name, fixed, mask, Path(corrected), brain, folder, args.threads, start)
             for name in SETTINGS
         ]
         agreement(rows, mask)

@@ -1,4 +1,9 @@
-"""Writing arrays as NIfTI images on a known grid, and telling whether two grids agree."""
+"""Writing arrays as NIfTI images on a known grid, and telling whether two grids agree.
+
+Images in the work folder are written uncompressed (``WORK_SUFFIX``): float images hardly
+compress (a 1 mm FLAIR: 25 of 29 MB) and gzip took 1.3 s per such image against 0.01 s, on
+about twenty writes per session; the published derivatives are compressed by their sinks.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+
+WORK_SUFFIX = ".nii"
 
 
 def same_grid(a: nib.spatialimages.SpatialImage, b: nib.spatialimages.SpatialImage) -> bool:

@@ -20,6 +20,7 @@ from mdgru_bids.interfaces.ants import (
     Register,
     SubjectSpace,
 )
+from mdgru_bids.interfaces.transforms import ChainLinear
 from mdgru_bids.lesions.metrics import dice
 from mdgru_bids.transforms import (
     apply_to_points,
@@ -289,6 +290,49 @@ def test_register_syn_writes_a_composite_transform_with_its_inverse(
             transforms=[out.out_transform],
             invert_transform_flags=[True],
         ).run(cwd=str(tmp_path))
+
+
+def test_syn_without_linear_levels_starts_from_a_chained_initial_transform(
+    phantom_bids: Path, tmp_path: Path
+) -> None:
+    fixed = anat(phantom_bids, "01", "01", "T1w")
+    img = nib.load(fixed)
+    shift = np.array([30.0, -20.0, 10.0])  # the same head 36 mm away in the world
+    moved = img.affine.copy()
+    moved[:3, 3] += shift
+    moving = str(tmp_path / "moving.nii.gz")
+    nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj), moved), moving)
+    # moving -> fixed is -shift, given as two steps of the chain, the second one backwards
+    half = np.eye(4)
+    half[:3, 3] = -shift / 2
+    steps = [str(write_linear(half, tmp_path / "half.txt")),
+             str(write_linear(np.linalg.inv(half), tmp_path / "back.txt"))]  # fmt: skip
+    start = run(ChainLinear(in_transforms=steps, invert=[False, True]), tmp_path, "chain")
+    assert np.allclose(read_linear(start.out_transform)[:3, 3], -shift, atol=1e-4)
+    register = {
+        "fixed_image": fixed,
+        "moving_image": moving,
+        "transform": "SyN",
+        "syn_iterations": [10, 0, 0],
+        "iterations": [],
+        "shrink_factors": [],
+        "smoothing_sigmas": [],
+    }
+    with pytest.raises(RuntimeError, match="needs SyN and a start"):
+        run(Register(**register), tmp_path, "no_start")
+    out = run(Register(**register, initial_transform=start.out_transform), tmp_path, "syn")
+    warped = ants.apply_transforms(
+        ants.image_read(fixed), ants.image_read(moving), [out.out_transform]
+    ).numpy()
+    unmoved = ants.resample_image_to_target(ants.image_read(moving), ants.image_read(fixed))
+    truth_image = img.get_fdata()
+    inside = truth_image > 0.1 * truth_image.max()
+
+    def similarity(image: np.ndarray) -> float:
+        return float(np.corrcoef(image[inside], truth_image[inside])[0, 1])
+
+    assert similarity(unmoved.numpy()) < 0.3  # where a start-less SyN would begin
+    assert similarity(warped) > 0.9  # the start is in the composite transform
 
 
 def test_user_errors_are_one_clear_line(phantom_bids: Path, tmp_path: Path) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -73,7 +76,10 @@ def test_real_anatomy_finds_ventricles_sites_and_lesions(toy: LabelAnatomy) -> N
     assert set(np.unique(toy.labels[toy.sites > 0])) <= {WM, LESION}
 
 
-def test_tissue_labels_recover_the_classes_from_flair_and_t1w() -> None:
+def test_tissue_labels_recover_the_classes_from_flair_and_t1w(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     truth = _toy_labels()
     rng = np.random.default_rng(1)
     flair = np.array([0, 0.2, 1.3, 1.0], np.float32)[truth] + rng.normal(0, 0.05, SHAPE)
@@ -85,6 +91,7 @@ def test_tissue_labels_recover_the_classes_from_flair_and_t1w() -> None:
     agree = (labels == truth)[mask & ~lesion].mean()
     assert agree > 0.95
     assert (labels[lesion] == LESION).all() and (labels[~mask] == 0).all()
+    assert not list(tmp_path.iterdir())  # Atropos' temporary images are gone
 
 
 def test_painted_lesions_replace_tissue_only_and_span_loads(toy: LabelAnatomy) -> None:

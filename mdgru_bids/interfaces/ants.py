@@ -10,6 +10,11 @@ silently have no effect; a fresh process honours it, as the ANTs command-line to
 ANTS_RANDOM_SEED (``random_seed + 1``: ANTs reads 0 as "seed from the clock").
 Registrations (Register, BrainMask, SubjectSpace) are bit-for-bit reproducible for a seed only
 with ``num_threads=1`` (the default).
+
+ApplyTransforms is the exception: it resamples in the calling process, with whatever thread
+count ITK has there (our Nipype workers: one), because resampling gives the same voxels for
+any thread count (checked on a 1 mm FLAIR: 1, 2 and the default) and the fresh process cost
+more than the resampling (about 2 s of a 3.5 s step, a dozen of them per two-session run).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from mdgru_bids.registration import (
     LINEAR_ITERATIONS,
     SHRINK_FACTORS,
     SMOOTHING_SIGMAS,
+    SUBJECT_SPACE_ITERATIONS,
     SYN_ITERATIONS,
 )
 from mdgru_bids.transforms import invert_linear
@@ -118,6 +124,10 @@ class _RegisterInputSpec(_RegistrationInputSpec):
         desc="register on the fixed image resampled to this voxel size (the transforms still "
         "apply at full resolution)"
     )
+    initial_transform = File(
+        exists=True,
+        desc="linear, moving → fixed (as out_transform): where ANTs starts; part of the result",
+    )
 
 
 class _RegisterOutputSpec(TraitedSpec):
@@ -130,7 +140,8 @@ class _RegisterOutputSpec(TraitedSpec):
 
 class Register(SimpleInterface):
     """Register moving_image to fixed_image with ANTs (mutual information, so contrasts may
-    differ); SyN is preceded by an affine stage, and both are in its composite transform."""
+    differ); SyN is preceded by an affine stage (none with empty ``iterations``: it then starts
+    from ``initial_transform``), and both are in its composite transform."""
 
     input_spec = _RegisterInputSpec
     output_spec = _RegisterOutputSpec
@@ -157,12 +168,13 @@ class Register(SimpleInterface):
                 name="moving_to_fixed",
                 syn_iterations=list(self.inputs.syn_iterations),
                 resolution_mm=_optional(self.inputs.resolution_mm),
+                initial_transform=_optional(self.inputs.initial_transform),
             )
         )
         return runtime
 
 
-class _ApplyTransformsInputSpec(_AntsInputSpec):
+class _ApplyTransformsInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="image to resample")
     reference_image = File(exists=True, mandatory=True, desc="defines the output grid")
     transforms = InputMultiObject(
@@ -196,10 +208,7 @@ class ApplyTransforms(SimpleInterface):
             list(self.inputs.transforms), list(flags) if isdefined(flags) else None, runtime.cwd
         )
         self._results.update(
-            run_isolated(
-                registration.apply_transforms,
-                self.inputs.num_threads,
-                None,
+            registration.apply_transforms(
                 in_file=self.inputs.in_file,
                 reference_image=self.inputs.reference_image,
                 transforms=chain,
@@ -261,6 +270,9 @@ class _SubjectSpaceInputSpec(_RegistrationInputSpec):
     )
     in_masks = InputMultiObject(
         File(exists=True), mandatory=True, desc="each session's brain mask, on its FLAIR grid"
+    )
+    iterations = traits.List(
+        traits.Int, SUBJECT_SPACE_ITERATIONS, usedefault=True, desc="per level (the last: masked)"
     )
     resolution_mm = traits.Float(1.0, usedefault=True, desc="isotropic voxel size of the grid")
     margin_mm = traits.Float(10.0, usedefault=True, desc="room around the brain masks")

@@ -77,7 +77,7 @@ class SubjectLesions(SimpleInterface):
             flair_z,
             subject_lesions,
         )
-        from mdgru_bids.nifti import load_array, save_like
+        from mdgru_bids.nifti import WORK_SUFFIX, load_array, save_like
 
         sessions = []
         for prob_file, flair_file, mask_file, native in zip(
@@ -109,10 +109,10 @@ class SubjectLesions(SimpleInterface):
             for key, data, dtype in (("out_probseg", prob, np.float32),
                                      ("out_labels", labels, np.int32),
                                      ("out_mask", labels > 0, np.uint8)):  # fmt: skip
-                name = f"session{i}_{key.removeprefix('out_')}.nii.gz"
+                name = f"session{i}_{key.removeprefix('out_')}{WORK_SUFFIX}"
                 out[key].append(str(save_like(data, img, os.path.join(cwd, name), dtype)))
         for i, (groups, dseg) in enumerate(result.changes, start=1):
-            name = os.path.join(cwd, f"session{i}_lesionchange_dseg.nii.gz")
+            name = os.path.join(cwd, f"session{i}_lesionchange_dseg{WORK_SUFFIX}")
             out["out_dseg"].append(str(save_like(dseg, img, name, np.uint8)))
             table = os.path.join(cwd, f"session{i}_lesionchange_table.tsv")
             pd.DataFrame([_change_row(g) for g in groups], columns=CHANGE_COLUMNS).to_csv(

@@ -8,6 +8,9 @@ sampler can serve augmented real patches and pasted real lesions.
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -73,17 +76,18 @@ def tissue_labels(images: list[np.ndarray], mask: np.ndarray, lesion: np.ndarray
     import ants
 
     brain = mask & ~lesion
-    seg = (
-        ants.atropos(
-            a=[ants.from_numpy(im.astype(np.float32)) for im in images],
-            x=ants.from_numpy(brain.astype(np.float32)),
-            i="Kmeans[3]",
-            m="[0.1,1x1x1]",
-            c="[5,0]",
-        )["segmentation"]
-        .numpy()
-        .astype(np.uint8)
-    )
+    with _private_tempdir():  # ANTsPy's Atropos leaves its probability images in the tempdir
+        seg = (
+            ants.atropos(
+                a=[ants.from_numpy(im.astype(np.float32)) for im in images],
+                x=ants.from_numpy(brain.astype(np.float32)),
+                i="Kmeans[3]",
+                m="[0.1,1x1x1]",
+                c="[5,0]",
+            )["segmentation"]
+            .numpy()
+            .astype(np.uint8)
+        )
     means = [images[-1][seg == k].mean() for k in (1, 2, 3)]
     order = np.argsort(means)
     by_rank = (CSF, GM, WM) if len(images) > 1 else (CSF, WM, GM)
@@ -92,6 +96,18 @@ def tissue_labels(images: list[np.ndarray], mask: np.ndarray, lesion: np.ndarray
         labels[seg == k + 1] = by_rank[rank]
     labels[lesion & mask] = LESION
     return labels
+
+
+@contextmanager
+def _private_tempdir() -> Iterator[None]:
+    """Python's temporary files go into a folder of their own, removed afterwards."""
+    saved = tempfile.tempdir
+    with tempfile.TemporaryDirectory(prefix="mdgru_atropos_") as folder:
+        tempfile.tempdir = folder
+        try:
+            yield
+        finally:
+            tempfile.tempdir = saved
 
 
 def ventricles(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:

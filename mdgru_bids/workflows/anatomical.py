@@ -7,6 +7,7 @@ from nipype.pipeline import engine as pe
 from nipype.utils.filemanip import ensure_list
 
 from mdgru_bids.interfaces.ants import ApplyTransforms, BrainMask, N4BiasCorrection, Register
+from mdgru_bids.workflows.execution import expect_seconds
 
 
 def init_anat_preproc_wf(
@@ -30,7 +31,8 @@ def init_anat_preproc_wf(
     inside the same mask: one N4 per image, each on brain voxels only.
 
     Inputs: flair, t1w, template, template_mask. Outputs: flair_preproc, brain_mask,
-    t1w_preproc (T1w resampled onto the FLAIR grid) and t1w_to_flair (rigid, ITK text).
+    template_to_flair (the brain mask's affine, ITK text), t1w_preproc (T1w resampled onto the
+    FLAIR grid) and t1w_to_flair (rigid, ITK text).
     """
     workflow = pe.Workflow(name=name)
     workflow.__desc__ = (
@@ -50,17 +52,28 @@ def init_anat_preproc_wf(
     )
     outputnode = pe.Node(
         niu.IdentityInterface(
-            fields=["flair_preproc", "brain_mask", "t1w_preproc", "t1w_to_flair"]
+            fields=[
+                "flair_preproc",
+                "brain_mask",
+                "template_to_flair",
+                "t1w_preproc",
+                "t1w_to_flair",
+            ]
         ),
         name="outputnode",
     )
-    brain_mask = pe.Node(
-        BrainMask(random_seed=seed, num_threads=registration_threads),
-        name="brain_mask",
-        n_procs=registration_threads,
+    # expected seconds: one thread, a 1 mm session (sub-c26 of Lesjak et al. 2017)
+    brain_mask = expect_seconds(
+        pe.Node(
+            BrainMask(random_seed=seed, num_threads=registration_threads),
+            name="brain_mask",
+            n_procs=registration_threads,
+        ),
+        15,
     )
-    n4_flair = pe.Node(
-        N4BiasCorrection(num_threads=omp_nthreads), name="n4_flair", n_procs=omp_nthreads
+    n4_flair = expect_seconds(
+        pe.Node(N4BiasCorrection(num_threads=omp_nthreads), name="n4_flair", n_procs=omp_nthreads),
+        20,
     )
     workflow.connect([
         (inputnode, brain_mask, [("flair", "in_file"),
@@ -69,19 +82,24 @@ def init_anat_preproc_wf(
         (inputnode, n4_flair, [("flair", "in_file")]),
         (brain_mask, n4_flair, [("out_mask", "mask_file")]),
         (n4_flair, outputnode, [("out_file", "flair_preproc")]),
-        (brain_mask, outputnode, [("out_mask", "brain_mask")]),
+        (brain_mask, outputnode, [("out_mask", "brain_mask"),
+                                  ("out_transform", "template_to_flair")]),
     ])  # fmt: skip
     if not use_t1w:
         return workflow
 
-    t1w_to_flair = pe.Node(
-        Register(transform="Rigid", random_seed=seed, num_threads=registration_threads),
-        name="t1w_to_flair",
-        n_procs=registration_threads,
+    t1w_to_flair = expect_seconds(
+        pe.Node(
+            Register(transform="Rigid", random_seed=seed, num_threads=registration_threads),
+            name="t1w_to_flair",
+            n_procs=registration_threads,
+        ),
+        10,  # not profiled: a rigid registration kept to the brain
     )
     t1w_resample = pe.Node(ApplyTransforms(interpolation="linear"), name="t1w_resample")
-    n4_t1w = pe.Node(
-        N4BiasCorrection(num_threads=omp_nthreads), name="n4_t1w", n_procs=omp_nthreads
+    n4_t1w = expect_seconds(
+        pe.Node(N4BiasCorrection(num_threads=omp_nthreads), name="n4_t1w", n_procs=omp_nthreads),
+        20,
     )
     workflow.connect([
         (inputnode, t1w_to_flair, [("t1w", "moving_image")]),

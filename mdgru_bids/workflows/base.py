@@ -36,7 +36,7 @@ def init_single_subject_wf(subject: Subject, cfg: WorkflowConfig) -> pe.Workflow
         key: pe.Node(niu.Merge(n), name=f"merge_{key}")
         for key in ("flair", "mask", "mean", "subject_probseg", "subject_flair", "subject_mask")
     }
-    subject_space = init_subject_space_wf(cfg)
+    subject_space = init_subject_space_wf(cfg, n)
     subject_space.inputs.inputnode.flair = [str(session.flair) for session in subject.sessions]
     template = init_template_wf(cfg)
     subject_outputs = init_subject_outputs_wf(cfg, subject, name="outputs_subject_wf")
@@ -137,6 +137,12 @@ def init_single_subject_wf(subject: Subject, cfg: WorkflowConfig) -> pe.Workflow
         ])  # fmt: skip
         if use_t1w:
             workflow.connect(anat, "outputnode.t1w_preproc", outputs, "inputnode.preproc_t1w")
+        if i == 0:
+            workflow.connect([
+                (anat, template, [
+                    ("outputnode.template_to_flair", "inputnode.template_to_session")]),
+                (pick, template, [("out", "inputnode.session_to_subject")]),
+            ])  # fmt: skip
         if i:
             change = {
                 key: pe.Node(niu.Select(index=i - 1), name=f"change_{key}_{tag}")

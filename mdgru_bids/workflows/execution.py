@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mdgru_bids.errors import UsageError
+
+if TYPE_CHECKING:
+    from nipype.pipeline import engine as pe
 
 
 def plugin_settings(
@@ -46,16 +50,46 @@ def default_omp_nthreads(nprocs: int) -> int:
     return max(1, min(8, nprocs - 1))
 
 
+#: What a node costs when it says nothing (``expect_seconds``): Nipype's own bookkeeping.
+DEFAULT_NODE_SECONDS = 1.0
+
+
+def expect_seconds(node: pe.Node, seconds: float) -> pe.Node:
+    """Say how long ``node`` typically runs on one core, for the scheduler of :func:`multiproc`
+    (which starts first the ready job with the longest chain of work still behind it); only
+    the order of these figures matters."""
+    node.expected_seconds = seconds
+    return node
+
+
 def multiproc(plugin_args: dict):
-    """Nipype's MultiProc plugin, with workers that end with this process (they would
-    otherwise finish their step after a SIGKILL and write into the work folder that a resumed
-    run is using: :mod:`mdgru_bids.processes`)."""
+    """Nipype's MultiProc plugin, scheduling the longest remaining chain first, with workers
+    that end with this process (they would otherwise finish their step after a SIGKILL and
+    write into the work folder that a resumed run is using: :mod:`mdgru_bids.processes`).
+
+    Nipype starts ready jobs in topological order, so on two cores two N4 runs could hold both
+    while the registration that everything after it waits for sat in the queue.
+    """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     from nipype.pipeline.plugins.multiproc import MultiProcPlugin
 
-    plugin = MultiProcPlugin(plugin_args=plugin_args)
+    class CriticalPathMultiProc(MultiProcPlugin):
+        def _generate_dependency_list(self, graph) -> None:
+            super()._generate_dependency_list(graph)
+            self.chain_seconds = chain_seconds(
+                [getattr(node, "expected_seconds", DEFAULT_NODE_SECONDS) for node in self.procs],
+                self.refidx,
+            )
+
+        def _sort_jobs(self, jobids, scheduler="tsort"):
+            def chain(jobid: int) -> float:  # a map node's parts inherit the map node's
+                return self.chain_seconds[self.mapnodesubids.get(jobid, jobid)]
+
+            return sorted(jobids, key=chain, reverse=True)
+
+    plugin = CriticalPathMultiProc(plugin_args=plugin_args)
     plugin.pool.shutdown()  # it has started no worker yet: they start at the first job
     plugin.pool = ProcessPoolExecutor(
         max_workers=plugin.processors,
@@ -66,8 +100,22 @@ def multiproc(plugin_args: dict):
     return plugin
 
 
+def chain_seconds(seconds: list[float], depends) -> list[float]:
+    """For each job (in topological order), its own seconds plus the longest chain of jobs
+    that wait for it; ``depends[i, j]`` is nonzero where job j waits for job i."""
+    children = depends.tolil().rows
+    total = [0.0] * len(seconds)
+    for i in reversed(range(len(seconds))):
+        total[i] = seconds[i] + max((total[j] for j in children[i]), default=0.0)
+    return total
+
+
 def _start_worker(cwd: str) -> None:
     from nipype.pipeline.plugins.multiproc import process_initializer
+
+    # what ITK does in the worker itself (resampling) takes the one core the job was given;
+    # N4 and registrations run in processes of their own with their own thread counts
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
 
     from mdgru_bids.processes import exit_with_parent_process
 

@@ -8,6 +8,7 @@ from nipype.utils.filemanip import ensure_list
 
 from mdgru_bids.interfaces.ants import ApplyTransforms
 from mdgru_bids.interfaces.segmentation import SegmentLesions
+from mdgru_bids.workflows.execution import expect_seconds
 
 TTA_DESC = " (lesion probabilities averaged over the image and its three mirror images)"
 
@@ -56,12 +57,15 @@ def init_lesion_seg_wf(
     xfm = pe.Node(niu.Merge(1), name="xfm")
     channels = ["flair", "t1w"] if use_t1w else ["flair"]
     images = pe.Node(niu.Merge(len(channels)), name="images")
-    segment = pe.Node(
-        SegmentLesions(
-            model=model, device=device, precision=precision, tta=tta, num_threads=omp_nthreads
+    segment = expect_seconds(
+        pe.Node(
+            SegmentLesions(
+                model=model, device=device, precision=precision, tta=tta, num_threads=omp_nthreads
+            ),
+            name="segment",
+            n_procs=omp_nthreads,
         ),
-        name="segment",
-        n_procs=omp_nthreads,
+        12 * (4 if tta else 1),  # one thread, a 1 mm session; TTA runs four orientations
     )
     to_subject_mask = pe.Node(
         ApplyTransforms(interpolation="nearestNeighbor"), name="to_subject_mask"

@@ -7,9 +7,12 @@ from nipype.pipeline import engine as pe
 
 from mdgru_bids.interfaces.ants import SubjectSpace
 from mdgru_bids.workflows.config import WorkflowConfig
+from mdgru_bids.workflows.execution import expect_seconds
 
 
-def init_subject_space_wf(cfg: WorkflowConfig, name: str = "subject_space_wf") -> pe.Workflow:
+def init_subject_space_wf(
+    cfg: WorkflowConfig, sessions: int, name: str = "subject_space_wf"
+) -> pe.Workflow:
     """One rigid subject space for all sessions (:class:`SubjectSpace`).
 
     Inputs: flair (the FLAIR images as acquired: mutual information is not misled by their
@@ -22,14 +25,17 @@ def init_subject_space_wf(cfg: WorkflowConfig, name: str = "subject_space_wf") -
     outputnode = pe.Node(
         niu.IdentityInterface(fields=["to_subject", "reference"]), name="outputnode"
     )
-    subject_space = pe.Node(
-        SubjectSpace(
-            resolution_mm=cfg.subject_resolution_mm,
-            random_seed=cfg.seed,
-            num_threads=cfg.registration_threads,
+    subject_space = expect_seconds(
+        pe.Node(
+            SubjectSpace(
+                resolution_mm=cfg.subject_resolution_mm,
+                random_seed=cfg.seed,
+                num_threads=cfg.registration_threads,
+            ),
+            name="subject_space",
+            n_procs=cfg.registration_threads,
         ),
-        name="subject_space",
-        n_procs=cfg.registration_threads,
+        2 + 35 * (sessions - 1),  # a registration per later session (c26, 1 mm: 31-39 s)
     )
     workflow.connect([
         (inputnode, subject_space, [("flair", "in_files"), ("brain_mask", "in_masks")]),

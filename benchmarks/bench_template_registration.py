@@ -1,4 +1,4 @@
-"""Speed and accuracy of the subject -> template registration (Affine + SyN) per schedule.
+"""Speed and accuracy of the subject -> template registration (SyN) per schedule.
 
 One phantom session's N4-corrected T1w (the image the participant workflow registers when
 there is a T1w) is registered to nilearn's 1 mm MNI ICBM152 2009a T1 with its brain mask,

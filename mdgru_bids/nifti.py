@@ -1,8 +1,9 @@
 """Writing arrays as NIfTI images on a known grid, and telling whether two grids agree.
 
-Images in the work folder are written uncompressed (``WORK_SUFFIX``): float images hardly
+Float images in the work folder are written uncompressed (``WORK_SUFFIX``): they hardly
 compress (a 1 mm FLAIR: 25 of 29 MB) and gzip took 1.3 s per such image against 0.01 s, on
-about twenty writes per session; the published derivatives are compressed by their sinks.
+about twenty writes per session. Masks and labels stay compressed (a 1 mm brain mask: 0.05 s,
+7 MB to 0.1 MB). The published derivatives are compressed by their sinks.
 """
 
 from __future__ import annotations

@@ -8,11 +8,11 @@ order (the last one is applied to the reference grid's points first).
 
 ITK reads its thread count (ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS) and ANTs its seed
 (ANTS_RANDOM_SEED) from the environment once per process, so
-:mod:`mdgru_bids.interfaces.ants` runs each of these in a fresh process
+:mod:`mdgru_bids.interfaces.ants` runs registrations and N4 in a fresh process
 (:func:`mdgru_bids.processes.run_isolated`). Registrations are bit-for-bit reproducible for a
 seed only with one thread: with more, ITK combines the threads' parts of the mutual
-information in an order that varies. N4 and resampling give the same result for the same
-thread count.
+information in an order that varies. N4 gives the same result for the same thread count,
+resampling for any (so it runs in the calling process).
 """
 
 from __future__ import annotations
@@ -154,8 +154,6 @@ def register(
     }
     syn = transform == "SyN"
     start = None if initial_transform is None else [initial_transform]
-    if not schedule["aff_iterations"] and not (syn and start):
-        raise ValueError(f"a {transform} registration without linear levels needs SyN and a start")
     if schedule["aff_iterations"]:
         result = ants.registration(
             fixed,
@@ -227,9 +225,10 @@ def apply_transforms(
         defaultvalue=default_value,
     ).numpy()
     dtype = _label_dtype(in_file) if interpolation in LABEL_INTERPOLATIONS else np.float32
-    if np.issubdtype(dtype, np.integer):
+    integer = np.issubdtype(dtype, np.integer)
+    if integer:
         resampled = np.rint(resampled)
-    out = Path(out_dir) / f"resampled{WORK_SUFFIX}"
+    out = Path(out_dir) / f"resampled{'.nii.gz' if integer else WORK_SUFFIX}"
     return {"out_file": str(save_like(resampled, nib.load(reference_image), out, dtype))}
 
 
@@ -248,7 +247,7 @@ def brain_mask(
     brain = np.asanyarray(template.dataobj) > 0
     rim = ndimage.distance_transform_edt(~brain, sampling=template.header.get_zooms()[:3])
     metric_mask = save_like(
-        rim <= METRIC_RIM_MM, template, out / f"template_metric_mask{WORK_SUFFIX}", np.uint8
+        rim <= METRIC_RIM_MM, template, out / "template_metric_mask.nii.gz", np.uint8
     )
     registered = register(
         in_file, template_image, None, str(metric_mask), "Affine", schedule, out_dir, "template"
@@ -261,7 +260,7 @@ def brain_mask(
         whichtoinvert=[False],
     ).numpy()
     mask = ndimage.binary_fill_holes(warped >= 0.5)
-    out_mask = save_like(mask, nib.load(in_file), out / f"brain_mask{WORK_SUFFIX}", np.uint8)
+    out_mask = save_like(mask, nib.load(in_file), out / "brain_mask.nii.gz", np.uint8)
     return {"out_mask": str(out_mask), "out_transform": registered["out_transform"]}
 
 
@@ -307,7 +306,7 @@ def subject_space(
         for xfm, img in zip(to_subject, masks, strict=True)
     ]
     shape, affine = covering_grid(np.concatenate(points), resolution_mm, margin_mm)
-    reference = out / f"reference{WORK_SUFFIX}"
+    reference = out / "reference.nii.gz"
     grid = nib.Nifti1Image(np.zeros(shape, np.uint8), affine)
     save_like(np.zeros(shape), grid, reference, np.uint8)  # the grid ANTs resamples onto
     transforms = [

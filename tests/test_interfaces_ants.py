@@ -292,6 +292,22 @@ def test_register_syn_writes_a_composite_transform_with_its_inverse(
         ).run(cwd=str(tmp_path))
 
 
+def test_chain_composes_in_the_order_points_pass(tmp_path: Path) -> None:
+    # as the template registration starts: subject -> session -> template, both backwards
+    session_to_subject, template_to_session = np.eye(4), np.eye(4)
+    session_to_subject[:3, :3] = Rotation.from_euler("xyz", [10, -5, 20], degrees=True).as_matrix()
+    session_to_subject[:3, 3] = [4.0, -2.0, 7.0]
+    template_to_session[:3, :3] = (
+        np.diag([1.1, 0.9, 1.05]) @ Rotation.from_euler("z", 30, degrees=True).as_matrix()
+    )
+    template_to_session[:3, 3] = [-10.0, 5.0, 3.0]
+    files = [str(write_linear(m, tmp_path / f"{k}.txt"))
+             for k, m in enumerate((session_to_subject, template_to_session))]  # fmt: skip
+    out = run(ChainLinear(in_transforms=files, invert=[True, True]), tmp_path, "chain")
+    expected = np.linalg.inv(template_to_session) @ np.linalg.inv(session_to_subject)
+    np.testing.assert_allclose(read_linear(out.out_transform), expected, atol=1e-4)
+
+
 def test_syn_without_linear_levels_starts_from_a_chained_initial_transform(
     phantom_bids: Path, tmp_path: Path
 ) -> None:
@@ -318,7 +334,7 @@ def test_syn_without_linear_levels_starts_from_a_chained_initial_transform(
         "shrink_factors": [],
         "smoothing_sigmas": [],
     }
-    with pytest.raises(RuntimeError, match="needs SyN and a start"):
+    with pytest.raises(RuntimeError, match="needs SyN and an initial_transform"):
         run(Register(**register), tmp_path, "no_start")
     out = run(Register(**register, initial_transform=start.out_transform), tmp_path, "syn")
     warped = ants.apply_transforms(

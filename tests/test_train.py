@@ -13,7 +13,6 @@ import pytest
 from mdgru_bids.cli.train import main
 from mdgru_bids.model.files import load_model, read_card
 from mdgru_bids.model.inference import segment
-from mdgru_bids.nifti import WORK_SUFFIX
 
 TINY = {"architecture": "multiscale", "hidden": [4], "outputs": [6], "kernel_size": [3], "stem": 4}
 
@@ -147,9 +146,9 @@ def test_resume_continues_the_log_and_reuses_the_preprocessing(trained: dict) ->
 def test_training_images_are_prepared_like_inference_images(trained: dict) -> None:
     """Subject space: 1 mm isotropic; the mask and label on that grid, label inside the brain."""
     work = trained["work"] / "training_data_wf" / "case_bids_sub_01_ses_01"
-    flair = nib.load(next((work / "flair_to_subject").glob(f"*{WORK_SUFFIX}")))
-    label = nib.load(next((work / "label_to_subject").glob(f"*{WORK_SUFFIX}")))
-    mask = nib.load(next((work / "mask_to_subject").glob(f"*{WORK_SUFFIX}")))
+    flair = nib.load(next((work / "flair_to_subject").glob("*.nii*")))
+    label = nib.load(next((work / "label_to_subject").glob("*.nii*")))
+    mask = nib.load(next((work / "mask_to_subject").glob("*.nii*")))
     assert flair.header.get_zooms()[:3] == pytest.approx((1.0, 1.0, 1.0))
     for other in (label, mask):
         assert other.shape == flair.shape

@@ -12,7 +12,7 @@ Registrations (Register, BrainMask, SubjectSpace) are bit-for-bit reproducible f
 with ``num_threads=1`` (the default).
 
 ApplyTransforms is the exception: it resamples in the calling process, with whatever thread
-count ITK has there (our Nipype workers: one), because resampling gives the same voxels for
+count ITK has there (the app's Nipype workers: one), because resampling gives the same voxels for
 any thread count (checked on a 1 mm FLAIR: 1, 2 and the default) and the fresh process cost
 more than the resampling (about 2 s of a 3.5 s step, a dozen of them per two-session run).
 """
@@ -153,6 +153,13 @@ class Register(SimpleInterface):
         ):
             if isdefined(mask):
                 _check_same_grid(mask, image)
+        if not self.inputs.iterations and not (
+            self.inputs.transform == "SyN" and isdefined(self.inputs.initial_transform)
+        ):
+            raise ValueError(
+                f"a {self.inputs.transform} registration without linear levels needs SyN and "
+                "an initial_transform"
+            )
         self._results.update(
             run_isolated(
                 registration.register,

@@ -106,13 +106,14 @@ class SubjectLesions(SimpleInterface):
         keys = ("out_probseg", "out_labels", "out_mask", "out_dseg", "out_table")
         out: dict[str, list[str]] = {key: [] for key in keys}
         for i, (prob, labels) in enumerate(zip(result.prob, result.labels, strict=True)):
-            for key, data, dtype in (("out_probseg", prob, np.float32),
-                                     ("out_labels", labels, np.int32),
-                                     ("out_mask", labels > 0, np.uint8)):  # fmt: skip
-                name = f"session{i}_{key.removeprefix('out_')}{WORK_SUFFIX}"
+            maps = (("out_probseg", prob, np.float32, WORK_SUFFIX),
+                    ("out_labels", labels, np.int32, ".nii.gz"),
+                    ("out_mask", labels > 0, np.uint8, ".nii.gz"))  # fmt: skip
+            for key, data, dtype, suffix in maps:
+                name = f"session{i}_{key.removeprefix('out_')}{suffix}"
                 out[key].append(str(save_like(data, img, os.path.join(cwd, name), dtype)))
         for i, (groups, dseg) in enumerate(result.changes, start=1):
-            name = os.path.join(cwd, f"session{i}_lesionchange_dseg{WORK_SUFFIX}")
+            name = os.path.join(cwd, f"session{i}_lesionchange_dseg.nii.gz")
             out["out_dseg"].append(str(save_like(dseg, img, name, np.uint8)))
             table = os.path.join(cwd, f"session{i}_lesionchange_table.tsv")
             pd.DataFrame([_change_row(g) for g in groups], columns=CHANGE_COLUMNS).to_csv(

@@ -114,5 +114,5 @@ def resample(
             transforms=[str(t) for t in transforms],
             invert_transform_flags=list(invert),
         ).run(cwd=tmp)
-        img = nib.load(result.outputs.out_file)
+        img = nib.load(result.outputs.out_file, mmap=False)  # the folder goes away
         return nib.Nifti1Image(img.get_fdata(dtype=np.float32), img.affine, img.header)

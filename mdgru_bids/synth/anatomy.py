@@ -100,7 +100,8 @@ def tissue_labels(images: list[np.ndarray], mask: np.ndarray, lesion: np.ndarray
 
 @contextmanager
 def _private_tempdir() -> Iterator[None]:
-    """Python's temporary files go into a folder of their own, removed afterwards."""
+    """Python's temporary files go into a folder of their own, removed afterwards (it swaps the
+    process-wide ``tempfile.tempdir``: not for threads, and tissue_labels runs in none)."""
     saved = tempfile.tempdir
     with tempfile.TemporaryDirectory(prefix="mdgru_atropos_") as folder:
         tempfile.tempdir = folder

@@ -84,6 +84,9 @@ def multiproc(plugin_args: dict):
             )
 
         def _sort_jobs(self, jobids, scheduler="tsort"):
+            if scheduler == "mem_thread":  # asked for by name (a --nipype-plugin-file)
+                return super()._sort_jobs(jobids, scheduler)
+
             def chain(jobid: int) -> float:  # a map node's parts inherit the map node's
                 return self.chain_seconds[self.mapnodesubids.get(jobid, jobid)]
 
@@ -101,8 +104,9 @@ def multiproc(plugin_args: dict):
 
 
 def chain_seconds(seconds: list[float], depends) -> list[float]:
-    """For each job (in topological order), its own seconds plus the longest chain of jobs
-    that wait for it; ``depends[i, j]`` is nonzero where job j waits for job i."""
+    """For each job, its own seconds plus the longest chain of jobs that wait for it;
+    ``depends[i, j]`` is nonzero where job j waits for job i, and jobs are in topological
+    order (as Nipype numbers them), so every job comes before those that wait for it."""
     children = depends.tolil().rows
     total = [0.0] * len(seconds)
     for i in reversed(range(len(seconds))):

@@ -12,6 +12,7 @@ from mdgru_bids.errors import BadDataError
 from mdgru_bids.interfaces.ants import ApplyTransforms, SubjectSpace
 from mdgru_bids.templates import Template
 from mdgru_bids.workflows.anatomical import init_anat_preproc_wf
+from mdgru_bids.workflows.execution import multiproc
 
 #: The images a training case consists of: each is the output of the node ``<field>_to_subject``.
 CASE_FIELDS = ("flair", "t1w", "mask", "label")
@@ -103,7 +104,7 @@ def prepare_cases(
             )
         ])  # fmt: skip
     try:
-        graph = workflow.run(plugin="MultiProc", plugin_args=plugin_args)
+        graph = workflow.run(plugin=multiproc(plugin_args))
     except RuntimeError as err:
         raise BadDataError(
             f"preprocessing the training data failed ({str(err).splitlines()[0]}); crash files "

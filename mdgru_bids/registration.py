@@ -24,7 +24,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from mdgru_bids.nifti import WORK_SUFFIX, save_like
+from mdgru_bids.nifti import save_like, work_name
 from mdgru_bids.transforms import (
     apply_to_points,
     covering_grid,
@@ -109,7 +109,7 @@ def n4(
         shrink_factor=shrink_factor,
         spline_param=spline_distance_mm,
     )
-    out = save_like(corrected.numpy(), nib.load(in_file), Path(out_dir) / f"corrected{WORK_SUFFIX}")
+    out = save_like(corrected.numpy(), nib.load(in_file), Path(out_dir) / work_name("corrected"))
     return {"out_file": str(out)}
 
 
@@ -188,7 +188,7 @@ def register(
         if resolution_mm is not None  # the moving image on the fixed image's own grid
         else result["warpedmovout"]
     )
-    warped_path = out / f"{name}_warped{WORK_SUFFIX}"
+    warped_path = out / work_name(f"{name}_warped")
     warped_file = save_like(warped.numpy(), nib.load(fixed_image), warped_path)
     for leftover in out.glob(f"{name}_ants_*"):
         leftover.unlink()
@@ -225,10 +225,9 @@ def apply_transforms(
         defaultvalue=default_value,
     ).numpy()
     dtype = _label_dtype(in_file) if interpolation in LABEL_INTERPOLATIONS else np.float32
-    integer = np.issubdtype(dtype, np.integer)
-    if integer:
+    if np.issubdtype(dtype, np.integer):
         resampled = np.rint(resampled)
-    out = Path(out_dir) / f"resampled{'.nii.gz' if integer else WORK_SUFFIX}"
+    out = Path(out_dir) / work_name("resampled", dtype)
     return {"out_file": str(save_like(resampled, nib.load(reference_image), out, dtype))}
 
 
@@ -247,7 +246,7 @@ def brain_mask(
     brain = np.asanyarray(template.dataobj) > 0
     rim = ndimage.distance_transform_edt(~brain, sampling=template.header.get_zooms()[:3])
     metric_mask = save_like(
-        rim <= METRIC_RIM_MM, template, out / "template_metric_mask.nii.gz", np.uint8
+        rim <= METRIC_RIM_MM, template, out / work_name("template_metric_mask", np.uint8), np.uint8
     )
     registered = register(
         in_file, template_image, None, str(metric_mask), "Affine", schedule, out_dir, "template"
@@ -260,7 +259,7 @@ def brain_mask(
         whichtoinvert=[False],
     ).numpy()
     mask = ndimage.binary_fill_holes(warped >= 0.5)
-    out_mask = save_like(mask, nib.load(in_file), out / "brain_mask.nii.gz", np.uint8)
+    out_mask = save_like(mask, nib.load(in_file), out / work_name("brain_mask", np.uint8), np.uint8)
     return {"out_mask": str(out_mask), "out_transform": registered["out_transform"]}
 
 
@@ -276,7 +275,7 @@ def subject_space(
 
     out = Path(out_dir)
     brains = [
-        _brain_only(image, mask, out / f"session{k + 1}_brain{WORK_SUFFIX}")
+        _brain_only(image, mask, out / work_name(f"session{k + 1}_brain"))
         for k, (image, mask) in enumerate(zip(in_files, in_masks, strict=True))
     ]
     to_first = [np.eye(4)]
@@ -306,7 +305,7 @@ def subject_space(
         for xfm, img in zip(to_subject, masks, strict=True)
     ]
     shape, affine = covering_grid(np.concatenate(points), resolution_mm, margin_mm)
-    reference = out / "reference.nii.gz"
+    reference = out / work_name("reference", np.uint8)
     grid = nib.Nifti1Image(np.zeros(shape, np.uint8), affine)
     save_like(np.zeros(shape), grid, reference, np.uint8)  # the grid ANTs resamples onto
     transforms = [

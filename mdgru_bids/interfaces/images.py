@@ -31,7 +31,7 @@ class MeanImage(SimpleInterface):
     def _run_interface(self, runtime):
         import numpy as np
 
-        from mdgru_bids.nifti import WORK_SUFFIX, load_array, same_grid, save_like
+        from mdgru_bids.nifti import load_array, same_grid, save_like, work_name
 
         first, img = load_array(self.inputs.in_files[0])
         total = first.astype(np.float64)
@@ -40,6 +40,6 @@ class MeanImage(SimpleInterface):
             if not same_grid(other, img):
                 raise ValueError(f"{path} is not on the grid of {self.inputs.in_files[0]}")
             total += data
-        out = os.path.join(runtime.cwd, f"mean{WORK_SUFFIX}")
+        out = os.path.join(runtime.cwd, work_name("mean"))
         self._results["out_file"] = str(save_like(total / len(self.inputs.in_files), img, out))
         return runtime

@@ -77,7 +77,7 @@ class SubjectLesions(SimpleInterface):
             flair_z,
             subject_lesions,
         )
-        from mdgru_bids.nifti import WORK_SUFFIX, load_array, save_like
+        from mdgru_bids.nifti import load_array, save_like, work_name
 
         sessions = []
         for prob_file, flair_file, mask_file, native in zip(
@@ -106,14 +106,13 @@ class SubjectLesions(SimpleInterface):
         keys = ("out_probseg", "out_labels", "out_mask", "out_dseg", "out_table")
         out: dict[str, list[str]] = {key: [] for key in keys}
         for i, (prob, labels) in enumerate(zip(result.prob, result.labels, strict=True)):
-            maps = (("out_probseg", prob, np.float32, WORK_SUFFIX),
-                    ("out_labels", labels, np.int32, ".nii.gz"),
-                    ("out_mask", labels > 0, np.uint8, ".nii.gz"))  # fmt: skip
-            for key, data, dtype, suffix in maps:
-                name = f"session{i}_{key.removeprefix('out_')}{suffix}"
+            for key, data, dtype in (("out_probseg", prob, np.float32),
+                                     ("out_labels", labels, np.int32),
+                                     ("out_mask", labels > 0, np.uint8)):  # fmt: skip
+                name = work_name(f"session{i}_{key.removeprefix('out_')}", dtype)
                 out[key].append(str(save_like(data, img, os.path.join(cwd, name), dtype)))
         for i, (groups, dseg) in enumerate(result.changes, start=1):
-            name = os.path.join(cwd, f"session{i}_lesionchange_dseg.nii.gz")
+            name = os.path.join(cwd, work_name(f"session{i}_lesionchange_dseg", np.uint8))
             out["out_dseg"].append(str(save_like(dseg, img, name, np.uint8)))
             table = os.path.join(cwd, f"session{i}_lesionchange_table.tsv")
             pd.DataFrame([_change_row(g) for g in groups], columns=CHANGE_COLUMNS).to_csv(

@@ -49,7 +49,7 @@ class SegmentLesions(SimpleInterface):
 
         from mdgru_bids.model.files import load_model
         from mdgru_bids.model.inference import segment
-        from mdgru_bids.nifti import WORK_SUFFIX, load_array, save_like
+        from mdgru_bids.nifti import load_array, save_like, work_name
 
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
@@ -63,6 +63,6 @@ class SegmentLesions(SimpleInterface):
             model, images, mask > 0, zooms, self.inputs.device, self.inputs.precision,
             tta=self.inputs.tta,
         )  # fmt: skip
-        out = os.path.join(runtime.cwd, f"lesion_probseg{WORK_SUFFIX}")
+        out = os.path.join(runtime.cwd, work_name("lesion_probseg"))
         self._results["out_probseg"] = str(save_like(prob, ref, out))
         return runtime

@@ -59,8 +59,10 @@ SETTINGS = {
         [1000, 500, 250], [4, 2, 1], [2, 1, 0], [100, 70, 10], 2.0),
     "2 mm template, SyN 100x40x10": (
         [1000, 500, 250], [4, 2, 1], [2, 1, 0], [100, 40, 10], 2.0),
-    "2 mm, SyN 100x40x10 from the brain mask's affine (default now)": (
-        [], [], [], TEMPLATE_SYN_ITERATIONS, TEMPLATE_REGISTRATION_MM),
+    "2 mm, SyN 100x40x10 from the brain mask's affine": (
+        [], [], [], [100, 40, 10], 2.0),
+    f"2 mm, SyN {'x'.join(map(str, TEMPLATE_SYN_ITERATIONS))} from the brain mask's affine "
+    "(default now)": ([], [], [], TEMPLATE_SYN_ITERATIONS, TEMPLATE_REGISTRATION_MM),
     "2 mm template, SyN stops at 4 mm": (
         [1000, 500, 250], [4, 2, 1], [2, 1, 0], [100, 70, 0], 2.0),
 }  # fmt: skip

@@ -7,8 +7,11 @@ each holds its own queue open, and the forkserver lives as long as they do). So 
 watches the run and exits when it ends, and each ANTs process asks Linux to kill it when its
 worker ends.
 
-:func:`run_isolated` runs one function in such a process: ITK reads its thread count and
-ANTs its seed from the environment once per process, so a step that sets them needs its own.
+:func:`run_ants` runs an ANTs step with its own ITK thread count and ANTs seed. ITK reads
+its thread count from the environment once per process, at its first use, so a step runs in
+the calling process only where that count was fixed before ITK loaded (:func:`fix_itk_threads`,
+the app's Nipype workers) and equals the step's; elsewhere it runs in a fresh process of its
+own (:func:`run_isolated`), which costs about 3.5 s, mostly importing ANTsPy.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from typing import Any
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])  # so the child imports this very code
+#: ITK's thread count in this process where :func:`fix_itk_threads` fixed it; None elsewhere
+_itk_threads: int | None = None
 
 
 def die_with_parent(parent_pid: int | None = None) -> None:
@@ -59,6 +64,35 @@ def exit_with_parent_process() -> None:
         os._exit(1)
 
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def fix_itk_threads(count: int) -> None:
+    """Give ITK ``count`` threads in this process, and let :func:`run_ants` run steps of that
+    many threads here. It holds only if ITK has not loaded yet (ANTsPy brings it in), as in
+    a fresh worker; otherwise ITK keeps the count it read and steps go on running apart."""
+    global _itk_threads
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(count)
+    if "ants" not in sys.modules:
+        _itk_threads = count
+
+
+def run_ants(
+    func: Callable[..., dict[str, Any]], num_threads: int, seed: int | None, **kwargs: Any
+) -> dict[str, Any]:
+    """``func(**kwargs)`` with ITK's ``num_threads`` and ANTs' ``seed``: here if this process's
+    ITK has that thread count (the same results: the seed reaches antsRegistration as
+    ``--random-seed`` instead of ANTS_RANDOM_SEED), else in a fresh process."""
+    if num_threads != _itk_threads:
+        return run_isolated(func, num_threads, seed, **kwargs)
+    import ants
+
+    # what ANTsPy passes as --random-seed (set_ants_deterministic sets it too, but also the
+    # environment and numpy's global seed)
+    ants.config._random_seed = None if seed is None else seed + 1
+    try:
+        return func(**kwargs)
+    finally:
+        ants.config._random_seed = None
 
 
 def run_isolated(

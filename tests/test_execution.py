@@ -1,4 +1,5 @@
-"""How workflows run: the scheduler starts the longest remaining chain of work first."""
+"""How workflows run: the scheduler starts the longest remaining chain of work first, and
+waits for jobs to end rather than polling."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from mdgru_bids.workflows.execution import (
+    WAIT_SECONDS,
     chain_seconds,
     expect_seconds,
     multiproc,
@@ -44,3 +46,28 @@ def test_one_core_starts_the_job_that_a_long_chain_waits_for(tmp_path: Path) -> 
     workflow.run(plugin=multiproc(args))
     assert started[:3] == ["source", "gate", "long"], started
     assert sorted(started[3:]) == ["quick_0", "quick_1", "quick_2"]
+
+
+def _nap(seconds: float) -> float:
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+def test_the_scheduler_waits_for_a_job_to_end_instead_of_polling(tmp_path: Path) -> None:
+    """Nipype's loop would look for ended jobs every poll_sleep_duration (the app's 0.01 s:
+    about 150 looks during this 1.5 s job), each costing the main process sparse-matrix work;
+    this plugin looks when a job ends, or after WAIT_SECONDS."""
+    workflow = pe.Workflow(name="napping", base_dir=str(tmp_path))
+    workflow.config["execution"]["poll_sleep_duration"] = 0.01
+    nap = pe.Node(niu.Function(function=_nap), name="nap")
+    nap.inputs.seconds = 1.5
+    workflow.add_nodes([nap])
+    plugin = multiproc(plugin_settings(None, 1, None)[1])
+    send = plugin._send_procs_to_workers
+    looks = []
+    plugin._send_procs_to_workers = lambda **kwargs: looks.append(1) or send(**kwargs)
+    workflow.run(plugin=plugin)
+    assert (tmp_path / "napping" / "nap" / "result_nap.pklz").is_file()
+    assert len(looks) <= 1.5 / WAIT_SECONDS + 5, len(looks)

@@ -3,6 +3,8 @@ reproducibility, resampling, N4, brain masks and the subject space."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -360,3 +362,43 @@ def test_user_errors_are_one_clear_line(phantom_bids: Path, tmp_path: Path) -> N
         Register(fixed_image=flair, moving_image=flair, **(FAST | {"shrink_factors": [2, 1]})).run(
             cwd=str(tmp_path)
         )
+
+
+def test_a_registration_in_a_worker_repeats_one_in_a_fresh_process(
+    phantom_bids: Path, tmp_path: Path
+) -> None:
+    """A process whose ITK thread count was fixed before ITK loaded (the app's workers) runs
+    one-thread registrations in itself, the seed passed as --random-seed; a fresh process,
+    given it as ANTS_RANDOM_SEED, computes the same bits, and another seed does not."""
+    schedule = {"aff_iterations": (100, 50, 20), "aff_shrink_factors": (4, 2, 1),
+                "aff_smoothing_sigmas": (2.0, 1.0, 0.0)}  # fmt: skip
+    kwargs = {
+        "fixed_image": anat(phantom_bids, "01", "01", "FLAIR"),
+        "moving_image": anat(phantom_bids, "01", "02", "FLAIR"),
+        "fixed_mask": None,
+        "moving_mask": None,
+        "transform": "Rigid",
+        "schedule": schedule,
+        "name": "moving_to_fixed",
+    }
+    folders = {name: tmp_path / name for name in ("worker", "fresh", "worker_seed8")}
+    code = f"""
+import sys
+from mdgru_bids import processes, registration
+processes.fix_itk_threads(1)
+kwargs = {kwargs!r}
+processes.run_ants(registration.register, 1, 7, out_dir={str(folders["worker"])!r}, **kwargs)
+assert "ants" in sys.modules, "the registration did not run in this process"
+processes.run_isolated(registration.register, 1, 7, out_dir={str(folders["fresh"])!r}, **kwargs)
+processes.run_ants(registration.register, 1, 8, out_dir={str(folders["worker_seed8"])!r}, **kwargs)
+"""
+    for folder in folders.values():
+        folder.mkdir()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    warped = {name: load(str(f / "moving_to_fixed_warped.nii")) for name, f in folders.items()}
+    assert (folders["worker"] / "moving_to_fixed.txt").read_text() == (
+        folders["fresh"] / "moving_to_fixed.txt"
+    ).read_text()
+    np.testing.assert_array_equal(warped["worker"], warped["fresh"])
+    assert not np.array_equal(warped["worker"], warped["worker_seed8"])

@@ -162,7 +162,7 @@ def run_participants(
             subject, cfg, work_dir, output_dir, plugin, plugin_args, args.write_graph
         )
         (all_sessions,) = collect_subjects(layout, [subject.label], None, queries)
-        write_report(output_dir, all_sessions, work_dir / "templates")
+        write_report(output_dir, all_sessions, work_dir / "templates", nprocs)
         if not succeeded:
             failed.append(subject.label)
             if args.stop_on_first_crash:
@@ -177,13 +177,14 @@ def run_participants(
     return EXIT_OK
 
 
-def write_report(output_dir: Path, subject: Subject, templates: Path) -> None:
+def write_report(output_dir: Path, subject: Subject, templates: Path, nprocs: int) -> None:
     """The participant's report from what is now in OUTPUT_DIR (``subject`` with all of its
-    sessions: the report shows every session with outputs, whichever a run selected); an
-    embedded template it shows is built in ``templates``."""
+    sessions: the report shows every session with outputs, whichever a run selected), its
+    figures drawn on up to ``nprocs`` processes; an embedded template it shows is built in
+    ``templates``."""
     from mdgru_bids.reports.participant import participant_report
 
-    path = participant_report(output_dir, subject, templates)
+    path = participant_report(output_dir, subject, templates, nprocs)
     log.info("sub-%s: report %s", subject.label, path)
 
 
@@ -210,7 +211,12 @@ def run_reports(args: argparse.Namespace, bids_dir: Path, output_dir: Path) -> i
             f"no participant outputs in {output_dir}: run the participant level first"
         )
     for subject in subjects:
-        write_report(output_dir, subject, args.work_dir.resolve() / "templates")
+        write_report(
+            output_dir,
+            subject,
+            args.work_dir.resolve() / "templates",
+            args.nprocs or os.cpu_count() or 1,
+        )
     return EXIT_OK
 
 

@@ -1,15 +1,14 @@
 """Nipype interfaces over :mod:`mdgru_bids.registration`: N4, registration, resampling,
 brain mask, subject space.
 
-Each interface checks its inputs and runs its function in a fresh Python process
-(:func:`mdgru_bids.processes.run_isolated`) with ITK's thread count and ANTs' seed set: ITK
-reads ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS once per process, at its first use, so in a
-process that already ran ITK (a reused Nipype worker, a test session) ``num_threads`` would
-silently have no effect; a fresh process honours it, as the ANTs command-line tools do
-(starting one costs about 1.5 s, mostly importing ANTsPy). The random seed reaches ANTs as
-ANTS_RANDOM_SEED (``random_seed + 1``: ANTs reads 0 as "seed from the clock").
+Each interface checks its inputs and runs its function with ITK's thread count and ANTs' seed
+set (:func:`mdgru_bids.processes.run_ants`): ITK reads ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS
+once per process, at its first use, so the function runs in the app's Nipype worker, whose
+ITK has one thread, when ``num_threads`` is 1, and otherwise in a fresh Python process
+(about 3.5 s, mostly importing ANTsPy), as the ANTs command-line tools would. The random seed
+reaches ANTs as ``random_seed + 1`` (ANTs reads 0 as "seed from the clock").
 Registrations (Register, BrainMask, SubjectSpace) are bit-for-bit reproducible for a seed only
-with ``num_threads=1`` (the default).
+with ``num_threads=1`` (the default), in a worker or apart alike.
 
 ApplyTransforms is the exception: it resamples in the calling process, with whatever thread
 count ITK has there (the app's Nipype workers: one), because resampling gives the same voxels for
@@ -36,7 +35,7 @@ from nipype.interfaces.base import (
 
 from mdgru_bids import registration
 from mdgru_bids.nifti import same_grid
-from mdgru_bids.processes import run_isolated
+from mdgru_bids.processes import run_ants
 from mdgru_bids.registration import (
     BRAIN_MASK_ITERATIONS,
     BRAIN_MASK_SHRINK_FACTORS,
@@ -97,7 +96,7 @@ class N4BiasCorrection(SimpleInterface):
         if isdefined(self.inputs.mask_file):
             _check_same_grid(self.inputs.mask_file, self.inputs.in_file)
         self._results.update(
-            run_isolated(
+            run_ants(
                 registration.n4,
                 self.inputs.num_threads,
                 None,
@@ -161,7 +160,7 @@ class Register(SimpleInterface):
                 "an initial_transform"
             )
         self._results.update(
-            run_isolated(
+            run_ants(
                 registration.register,
                 self.inputs.num_threads,
                 self.inputs.random_seed,
@@ -257,7 +256,7 @@ class BrainMask(SimpleInterface):
     def _run_interface(self, runtime):
         _check_same_grid(self.inputs.template_mask, self.inputs.template_image)
         self._results.update(
-            run_isolated(
+            run_ants(
                 registration.brain_mask,
                 self.inputs.num_threads,
                 self.inputs.random_seed,
@@ -317,7 +316,7 @@ class SubjectSpace(SimpleInterface):
         for image, mask in zip(files, masks, strict=True):
             _check_same_grid(mask, image)
         self._results.update(
-            run_isolated(
+            run_ants(
                 registration.subject_space,
                 self.inputs.num_threads,
                 self.inputs.random_seed,

@@ -1,9 +1,12 @@
-"""Report figures (nilearn mosaics saved as SVG), each written atomically like every output."""
+"""Report figures (nilearn mosaics saved as SVG), each written atomically like every output,
+and drawn on several processes where a report has several (:func:`draw`)."""
 
 from __future__ import annotations
 
+import multiprocessing
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import nibabel as nib
@@ -59,25 +62,25 @@ def cuts(brain_mask: nib.Nifti1Image) -> dict[str, list[float]]:
     return cuts_from_bbox(nib.as_closest_canonical(brain_mask), cuts=CUTS)
 
 
-def lesion_mosaic(
-    flair: nib.Nifti1Image, mask: nib.Nifti1Image, brain_mask: nib.Nifti1Image, path: Path
-) -> Path:
+def lesion_mosaic(flair: Path, mask: Path, brain_mask: Path, path: Path) -> Path:
     """The FLAIR with lesion outlines."""
-    figure, display = _anat_mosaic(flair, brain_mask)
-    if np.any(np.asanyarray(mask.dataobj)):
-        display.add_contours(mask, levels=[0.5], colors=[LESION_COLOUR], linewidths=0.8)
+    figure, display = _anat_mosaic(nib.load(flair), nib.load(brain_mask))
+    lesions = nib.load(mask)
+    if np.any(np.asanyarray(lesions.dataobj)):
+        display.add_contours(lesions, levels=[0.5], colors=[LESION_COLOUR], linewidths=0.8)
     return save_figure(figure, path)
 
 
-def change_mosaic(
-    flair: nib.Nifti1Image, dseg: nib.Nifti1Image, brain_mask: nib.Nifti1Image, path: Path
-) -> Path:
+def change_mosaic(flair: Path, dseg: Path, brain_mask: Path, path: Path) -> Path:
     """The change labels over the later session's FLAIR, with a legend."""
-    figure, display = _anat_mosaic(flair, brain_mask, axes=(0.0, 0.07, 1.0, 0.93))  # legend below
-    if np.any(np.asanyarray(dseg.dataobj)):
+    figure, display = _anat_mosaic(
+        nib.load(flair), nib.load(brain_mask), axes=(0.0, 0.07, 1.0, 0.93)
+    )  # legend below
+    labels = nib.load(dseg)
+    if np.any(np.asanyarray(labels.dataobj)):
         colours = [CHANGE_COLOURS[label] for label in CHANGE_LABELS]
         display.add_overlay(
-            dseg, cmap=ListedColormap(colours), vmin=0.5, vmax=len(colours) + 0.5,
+            labels, cmap=ListedColormap(colours), vmin=0.5, vmax=len(colours) + 0.5,
             resampling_interpolation="nearest",
         )  # fmt: skip
     handles = [
@@ -90,18 +93,21 @@ def change_mosaic(
 
 
 def edges_mosaic(
-    background: nib.Nifti1Image,
-    edges_of: nib.Nifti1Image,
-    brain_mask: nib.Nifti1Image,
+    background: Path,
+    moving: Path,
+    transforms: Sequence[Path],
+    invert: Sequence[bool],
+    brain_mask: Path,
     path: Path,
 ) -> Path:
-    """Edges of one image over another: a registration check (edges follow the anatomy)."""
-    figure, display = _anat_mosaic(background, brain_mask)
-    display.add_edges(edges_of, color=EDGE_COLOUR)
+    """Edges of ``moving``, carried onto the background's grid through ANTs transforms (ANTs
+    order), over the background: a registration check (edges follow the anatomy)."""
+    figure, display = _anat_mosaic(nib.load(background), nib.load(brain_mask))
+    display.add_edges(_resample(moving, background, transforms, invert), color=EDGE_COLOUR)
     return save_figure(figure, path)
 
 
-def resample(
+def _resample(
     in_file: Path, reference: Path, transforms: Sequence[Path], invert: Sequence[bool]
 ) -> nib.Nifti1Image:
     """``in_file`` on the reference grid through ANTs transforms (ANTs order), in memory."""
@@ -116,3 +122,24 @@ def resample(
         ).run(cwd=tmp)
         img = nib.load(result.outputs.out_file, mmap=False)  # the folder goes away
         return nib.Nifti1Image(img.get_fdata(dtype=np.float32), img.affine, img.header)
+
+
+def draw(jobs: Sequence[Callable[[], Path]], nprocs: int) -> list[Path]:
+    """Draw figures (partials of this module's functions, which pickle) on up to ``nprocs``
+    processes: a two-session report's five took 12 s one after another, at the end of the
+    participant's run. Fresh processes (forkserver) rather than forks of this one, whose
+    threads could hold locks the fork would copy."""
+    if nprocs < 2 or len(jobs) < 2:
+        return [job() for job in jobs]
+    from mdgru_bids.processes import exit_with_parent_process
+
+    with ProcessPoolExecutor(
+        max_workers=min(nprocs, len(jobs)),
+        mp_context=multiprocessing.get_context("forkserver"),
+        initializer=exit_with_parent_process,
+    ) as pool:
+        return list(pool.map(_draw, jobs))
+
+
+def _draw(job: Callable[[], Path]) -> Path:
+    return job()

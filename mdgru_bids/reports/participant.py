@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+from functools import partial
 from pathlib import Path
 
-import nibabel as nib
 import pandas as pd
 
 from mdgru_bids.collect import Subject
@@ -33,21 +33,27 @@ from mdgru_bids.templates import resolve_template
 log = logging.getLogger(__name__)
 
 
-def participant_report(output_dir: Path, subject: Subject, templates: Path) -> Path:
-    """Write ``sub-X.html`` and its figures; returns the report's path. ``templates``: where
-    the embedded template is built if the outputs are in it."""
+def participant_report(
+    output_dir: Path, subject: Subject, templates: Path, nprocs: int = 1
+) -> Path:
+    """Write ``sub-X.html`` and its figures (on up to ``nprocs`` processes); returns the
+    report's path. ``templates``: where the embedded template is built if the outputs are in
+    it."""
     label = subject.label
     sessions = find_sessions(output_dir, subject)
     figures_dir = output_dir / f"sub-{label}" / "figures"
     by_label = {s.session: s for s in sessions}
+    jobs: list[partial] = []
     panels = []
     for session in sessions:
         previous = session.previous_session()
         panels.append(
             _session_panel(
-                session, by_label.get(previous) if previous else None, figures_dir, output_dir
+                session, by_label.get(previous) if previous else None, figures_dir, output_dir, jobs
             )
         )
+    template = _template_check(output_dir, label, sessions, figures_dir, templates, jobs)
+    figures.draw(jobs, nprocs)
     methods, references = read_boilerplate(output_dir, label)
     path = output_dir / f"sub-{label}.html"
     render(
@@ -58,7 +64,7 @@ def participant_report(output_dir: Path, subject: Subject, templates: Path) -> P
         sessions=panels,
         t1w=any(s.file("preproc_t1w").is_file() for s in sessions),
         table=_table(sessions),
-        template=_template_check(output_dir, label, sessions, figures_dir, templates),
+        template=template,
         methods=methods,
         references=references,
         crashes=crashes(output_dir, label, after=published_at(sessions)),
@@ -67,36 +73,45 @@ def participant_report(output_dir: Path, subject: Subject, templates: Path) -> P
 
 
 def _session_panel(
-    session: SessionOutputs, previous: SessionOutputs | None, figures_dir: Path, root: Path
+    session: SessionOutputs,
+    previous: SessionOutputs | None,
+    figures_dir: Path,
+    root: Path,
+    jobs: list[partial],
 ) -> dict:
-    flair = nib.load(session.file("preproc_flair"))
-    brain = nib.load(session.file("brain_mask"))
-    mask = nib.load(session.file("lesion_mask"))
+    """A session's part of the report; the figures it shows go to ``jobs``."""
+    flair, brain = session.file("preproc_flair"), session.file("brain_mask")
     lesions = figures_dir / f"{session.name}_desc-lesions_FLAIR.svg"
+    jobs.append(partial(figures.lesion_mosaic, flair, session.file("lesion_mask"), brain, lesions))
     panel = {
         "name": session.name,
         "session": f"ses-{session.session}" if session.session else "",
         "acq_time": session.acq_time,
-        "lesions": _link(figures.lesion_mosaic(flair, mask, brain, lesions), root),
+        "lesions": _link(lesions, root),
         "previous": None,
         "change": None,
         "coreg": None,
     }
     if previous is None:
         return panel
-    dseg = nib.load(session.file("change_dseg"))
     change = figures_dir / f"{session.name}_desc-lesionchange_FLAIR.svg"
-    moved = figures.resample(
-        previous.file("preproc_flair"),
-        session.file("preproc_flair"),
-        [previous.file("to_subject"), session.file("to_subject")],
-        [False, True],
-    )
     coreg = figures_dir / f"{session.name}_desc-coreg_FLAIR.svg"
+    jobs += [
+        partial(figures.change_mosaic, flair, session.file("change_dseg"), brain, change),
+        partial(
+            figures.edges_mosaic,
+            flair,
+            previous.file("preproc_flair"),
+            [previous.file("to_subject"), session.file("to_subject")],
+            [False, True],
+            brain,
+            coreg,
+        ),
+    ]
     panel.update(
         previous=f"ses-{previous.session}",
-        change=_link(figures.change_mosaic(flair, dseg, brain, change), root),
-        coreg=_link(figures.edges_mosaic(flair, moved, brain, coreg), root),
+        change=_link(change, root),
+        coreg=_link(coreg, root),
     )
     return panel
 
@@ -107,8 +122,10 @@ def _template_check(
     sessions: list[SessionOutputs],
     figures_dir: Path,
     templates: Path,
+    jobs: list[partial],
 ) -> dict | None:
-    """The first session's edges over the template, or why there are none."""
+    """The first session's edges over the template (its figure goes to ``jobs``), or why
+    there are none."""
     found = template_transform(output_dir, label)
     if found is None or not sessions:
         return None
@@ -119,17 +136,17 @@ def _template_check(
         log.warning("sub-%s: no template figure: %s", label, err)
         return {"name": name, "missing": str(err)}
     first = sessions[0]
-    moved = figures.resample(
-        first.file("preproc_flair"),
-        template.t1w,
-        [first.file("to_subject"), to_template],
-        [False, False],
-    )
-    figure = figures.edges_mosaic(
-        nib.load(template.t1w),
-        moved,
-        nib.load(template.brain_mask),
-        figures_dir / f"{first.name}_space-{name}_desc-norm_FLAIR.svg",
+    figure = figures_dir / f"{first.name}_space-{name}_desc-norm_FLAIR.svg"
+    jobs.append(
+        partial(
+            figures.edges_mosaic,
+            template.t1w,
+            first.file("preproc_flair"),
+            [first.file("to_subject"), to_template],
+            [False, False],
+            template.brain_mask,
+            figure,
+        )
     )
     sidecar = first.sidecar("template_probseg", name)
     return {

@@ -73,7 +73,7 @@ def init_anat_preproc_wf(
     )
     n4_flair = expect_seconds(
         pe.Node(N4BiasCorrection(num_threads=omp_nthreads), name="n4_flair", n_procs=omp_nthreads),
-        20,
+        12,
     )
     workflow.connect([
         (inputnode, brain_mask, [("flair", "in_file"),
@@ -99,7 +99,7 @@ def init_anat_preproc_wf(
     t1w_resample = pe.Node(ApplyTransforms(interpolation="linear"), name="t1w_resample")
     n4_t1w = expect_seconds(
         pe.Node(N4BiasCorrection(num_threads=omp_nthreads), name="n4_t1w", n_procs=omp_nthreads),
-        20,
+        12,
     )
     workflow.connect([
         (inputnode, t1w_to_flair, [("t1w", "moving_image")]),

@@ -57,7 +57,7 @@ def init_template_wf(cfg: WorkflowConfig, name: str = "template_wf") -> pe.Workf
             name="to_template",
             n_procs=cfg.registration_threads,
         ),
-        50,  # one thread, a 1 mm subject (sub-c26 of Lesjak et al. 2017: 47-57 s)
+        30,  # one thread, a 1 mm subject (sub-c26 of Lesjak et al. 2017)
     )
     workflow.connect([
         (inputnode, mean, [("subject_images", "in_files")]),

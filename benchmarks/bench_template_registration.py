@@ -6,8 +6,9 @@ through the app's own Register interface, once per schedule. Reported per schedu
 the Dice of the template brain mask carried onto the T1w (inverse transform) against the
 phantom's true intracranial mask there, and how far each schedule puts template brain points
 from where the first setting (before) puts them (mean and 95th percentile, mm). Times include the
-interface's fresh process (~1.5 s) and depend on other load on the machine: compare ratios
-within one run (the load average is recorded with each row).
+fresh process each registration runs in here (~3.5 s, mostly importing ANTsPy; the app runs
+them in its workers) and depend on other load on the machine: compare ratios within one run
+(the load average is recorded with each row).
 
 ``python benchmarks/bench_template_registration.py [--resolution MM] [--threads N] [--json F]``
 """
@@ -98,7 +99,7 @@ def run_setting(
     work = folder / f"setting{list(SETTINGS).index(name)}"
     work.mkdir()
     load = os.getloadavg()[0]
-    start = time.perf_counter()
+    began = time.perf_counter()
     out = (
         Register(
             fixed_image=str(fixed),
@@ -116,7 +117,7 @@ def run_setting(
         .run(cwd=str(work))
         .outputs
     )
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - began
     carried = (
         ApplyTransforms(
             in_file=str(mask),

@@ -3,9 +3,10 @@
 A run killed with SIGKILL cannot stop its own children. Nipype's workers and the ANTs
 processes they start would go on computing and writing into the work folder, where a resumed
 run may already be running the same step (and the idle workers would wait for work forever:
-each holds its own queue open, and the forkserver lives as long as they do). So each worker
-watches the run and exits when it ends, and each ANTs process asks Linux to kill it when its
-worker ends.
+each holds its own queue open, and the forkserver lives as long as they do). So Linux kills
+each worker when the run ends (:func:`exit_with_parent_process`), also in the middle of an
+ANTs call, which holds Python's lock for tens of seconds; and each ANTs process of its own
+asks Linux to kill it when its worker ends.
 
 :func:`run_ants` runs an ANTs step with its own ITK thread count and ANTs seed. ITK reads
 its thread count from the environment once per process, at its first use, so a step runs in
@@ -54,10 +55,25 @@ def die_with_parent(parent_pid: int | None = None) -> None:
 
 def exit_with_parent_process() -> None:
     """In a multiprocessing child (any start method): exit at once when the process that
-    started it ends. Its OS parent may be a forkserver, which PR_SET_PDEATHSIG would watch."""
+    started it ends.
+
+    Linux kills the child when its OS parent ends (PR_SET_PDEATHSIG): with spawn or fork that
+    is the run itself; with forkserver it is the server, which ends when the last process
+    holding the write end of its "alive" pipe does. Every child of the server inherits one,
+    so this child closes its own (it starts no processes from the server), and the server
+    then ends with the run. A thread that watches the run covers a run that ended before
+    this call.
+    """
     parent = multiprocessing.parent_process()
     if parent is None:
         return
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver
+    if server._forkserver_alive_fd is not None:
+        os.close(server._forkserver_alive_fd)
+        server._forkserver_alive_fd = None
+    die_with_parent()
 
     def watch() -> None:
         multiprocessing.connection.wait([parent.sentinel])
@@ -88,11 +104,12 @@ def run_ants(
 
     # what ANTsPy passes as --random-seed (set_ants_deterministic sets it too, but also the
     # environment and numpy's global seed)
+    before = ants.config._random_seed
     ants.config._random_seed = None if seed is None else seed + 1
     try:
         return func(**kwargs)
     finally:
-        ants.config._random_seed = None
+        ants.config._random_seed = before
 
 
 def run_isolated(

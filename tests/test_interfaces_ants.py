@@ -368,8 +368,9 @@ def test_a_registration_in_a_worker_repeats_one_in_a_fresh_process(
     phantom_bids: Path, tmp_path: Path
 ) -> None:
     """A process whose ITK thread count was fixed before ITK loaded (the app's workers) runs
-    one-thread registrations in itself, the seed passed as --random-seed; a fresh process,
-    given it as ANTS_RANDOM_SEED, computes the same bits, and another seed does not."""
+    one-thread registrations in itself, the seed passed as --random-seed, one after another
+    as a worker does; a fresh process, given the seed as ANTS_RANDOM_SEED, computes the same
+    bits, and another seed does not."""
     schedule = {"aff_iterations": (100, 50, 20), "aff_shrink_factors": (4, 2, 1),
                 "aff_smoothing_sigmas": (2.0, 1.0, 0.0)}  # fmt: skip
     kwargs = {
@@ -387,10 +388,10 @@ import sys
 from mdgru_bids import processes, registration
 processes.fix_itk_threads(1)
 kwargs = {kwargs!r}
-processes.run_ants(registration.register, 1, 7, out_dir={str(folders["worker"])!r}, **kwargs)
-assert "ants" in sys.modules, "the registration did not run in this process"
-processes.run_isolated(registration.register, 1, 7, out_dir={str(folders["fresh"])!r}, **kwargs)
 processes.run_ants(registration.register, 1, 8, out_dir={str(folders["worker_seed8"])!r}, **kwargs)
+assert "ants" in sys.modules, "the registration did not run in this process"
+processes.run_ants(registration.register, 1, 7, out_dir={str(folders["worker"])!r}, **kwargs)
+processes.run_isolated(registration.register, 1, 7, out_dir={str(folders["fresh"])!r}, **kwargs)
 """
     for folder in folders.values():
         folder.mkdir()

@@ -404,7 +404,7 @@ def test_a_run_killed_mid_workflow_resumes_to_the_same_outputs(
     children = psutil.Process(run.pid).children(recursive=True)
     os.kill(run.pid, signal.SIGKILL)
     run.wait()
-    _, alive = psutil.wait_procs(children, timeout=30)
+    _, alive = psutil.wait_procs(children, timeout=5)
     assert alive == [], f"{len(alive)} process(es) of the killed run live on"
     (cached,) = midway.glob("result_*.pklz")
     stamp = cached.stat().st_mtime_ns

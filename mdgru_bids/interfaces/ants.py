@@ -10,10 +10,10 @@ reaches ANTs as ``random_seed + 1`` (ANTs reads 0 as "seed from the clock").
 Registrations (Register, BrainMask, SubjectSpace) are bit-for-bit reproducible for a seed only
 with ``num_threads=1`` (the default), in a worker or apart alike.
 
-ApplyTransforms is the exception: it resamples in the calling process, with whatever thread
-count ITK has there (the app's Nipype workers: one), because resampling gives the same voxels for
-any thread count (checked on a 1 mm FLAIR: 1, 2 and the default) and the fresh process cost
-more than the resampling (about 2 s of a 3.5 s step, a dozen of them per two-session run).
+ApplyTransforms always resamples in the calling process, with whatever thread count ITK has
+there, because resampling gives the same voxels for any thread count (checked on a 1 mm FLAIR:
+1, 2 and the default) and a fresh process cost more than the resampling (about 2 s of a 3.5 s
+step, a dozen of them per two-session run).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from mdgru_bids.registration import (
     BRAIN_MASK_SMOOTHING_SIGMAS,
     LABEL_INTERPOLATIONS,
     LINEAR_ITERATIONS,
+    N4_CONVERGENCE,
     SHRINK_FACTORS,
     SMOOTHING_SIGMAS,
     SUBJECT_SPACE_ITERATIONS,
@@ -79,6 +80,12 @@ class _N4InputSpec(_AntsInputSpec):
     spline_distance_mm = traits.Float(
         200.0, usedefault=True, desc="B-spline mesh spacing of the bias field (ANTs' default)"
     )
+    iterations = traits.List(
+        traits.Int, N4_CONVERGENCE["iters"], usedefault=True, desc="per fitting level"
+    )
+    tolerance = traits.Float(
+        N4_CONVERGENCE["tol"], usedefault=True, desc="a level stops when it changes less"
+    )
 
 
 class _N4OutputSpec(TraitedSpec):
@@ -104,6 +111,7 @@ class N4BiasCorrection(SimpleInterface):
                 mask_file=_optional(self.inputs.mask_file),
                 shrink_factor=self.inputs.shrink_factor,
                 spline_distance_mm=self.inputs.spline_distance_mm,
+                convergence={"iters": self.inputs.iterations, "tol": self.inputs.tolerance},
                 out_dir=runtime.cwd,
             )
         )

@@ -131,14 +131,21 @@ def draw(jobs: Sequence[Callable[[], Path]], nprocs: int) -> list[Path]:
     threads could hold locks the fork would copy."""
     if nprocs < 2 or len(jobs) < 2:
         return [job() for job in jobs]
-    from mdgru_bids.processes import exit_with_parent_process
-
     with ProcessPoolExecutor(
         max_workers=min(nprocs, len(jobs)),
         mp_context=multiprocessing.get_context("forkserver"),
-        initializer=exit_with_parent_process,
+        initializer=_start_drawer,
     ) as pool:
         return list(pool.map(_draw, jobs))
+
+
+def _start_drawer() -> None:
+    """A drawing process takes one core (ITK resamples for the registration checks) and ends
+    with the run."""
+    from mdgru_bids.processes import exit_with_parent_process, fix_itk_threads
+
+    fix_itk_threads(1)
+    exit_with_parent_process()
 
 
 def _draw(job: Callable[[], Path]) -> Path:

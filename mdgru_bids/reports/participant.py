@@ -53,6 +53,7 @@ def participant_report(
             )
         )
     template = _template_check(output_dir, label, sessions, figures_dir, templates, jobs)
+    figures_dir.mkdir(parents=True, exist_ok=True)  # before processes write into it at once
     figures.draw(jobs, nprocs)
     methods, references = read_boilerplate(output_dir, label)
     path = output_dir / f"sub-{label}.html"

@@ -52,8 +52,8 @@ def default_omp_nthreads(nprocs: int) -> int:
 
 #: What a node costs when it says nothing (``expect_seconds``): Nipype's own bookkeeping.
 DEFAULT_NODE_SECONDS = 1.0
-#: The longest the scheduler waits for a job to end before it looks again (a job that a
-#: plugin runs in the main process, run_without_submitting, ends without notice).
+#: The longest the scheduler waits for news before it looks again: every way a job ends
+#: says so at once, so this only bounds what an unforeseen one would cost.
 WAIT_SECONDS = 0.5
 
 
@@ -76,9 +76,11 @@ def multiproc(plugin_args: dict):
     The main process stays nearly idle, leaving the cores to the jobs. Nipype's loop looks for
     ended jobs every poll_sleep_duration, each look costing about 5 ms of sparse-matrix work:
     at 0.01 s that took 20 s of a two-session run's 110 s. Here it waits for a job to end
-    instead. Nipype also collects garbage at each submission, 0.18 s a time with the run's
-    objects in memory (15 s per run); those that exist when the run starts are frozen, out of
-    the collector's sight.
+    instead, or for a step done in this process (a cached node, a map node's expansion) that
+    may have made others ready. Nipype also collects garbage at each submission, 0.18 s a time
+    with the run's objects in memory (15 s per run); those that exist when the run starts are
+    frozen, out of the collector's sight. A worker that dies (killed for memory) fails its
+    jobs, where Nipype would wait for their results forever.
     """
     import gc
     import multiprocessing
@@ -90,15 +92,35 @@ def multiproc(plugin_args: dict):
     class CriticalPathMultiProc(MultiProcPlugin):
         def run(self, graph, config, updatehash=False):
             self.job_ended = threading.Event()
-            gc.freeze()
+            freeze = gc.get_freeze_count() == 0  # not a caller's frozen objects, on the way out
+            if freeze:
+                gc.freeze()
             try:
                 return super().run(graph, config, updatehash=updatehash)
             finally:
-                gc.unfreeze()
+                if freeze:
+                    gc.unfreeze()
 
         def _async_callback(self, args):
-            super()._async_callback(args)  # stores the result before the loop is woken
+            try:
+                super()._async_callback(args)  # stores the result before the loop is woken
+            finally:
+                self.job_ended.set()  # also when there is no result (a worker died)
+
+        def _get_result(self, taskid):
+            future = self._task_obj[taskid]
+            if future.done() and future.exception() is not None:
+                raise future.exception()  # Nipype's loop fails the job with it
+            return super()._get_result(taskid)
+
+        def _task_finished_cb(self, jobid, cached=False):
+            super()._task_finished_cb(jobid, cached=cached)
             self.job_ended.set()
+
+        def _submit_mapnode(self, jobid):
+            submitted = super()._submit_mapnode(jobid)
+            self.job_ended.set()
+            return submitted
 
         def _send_procs_to_workers(self, updatehash=False, graph=None):
             super()._send_procs_to_workers(updatehash=updatehash, graph=graph)

@@ -74,8 +74,8 @@ def _sink(cfg: WorkflowConfig, role: str, source: Path, fields: dict) -> pe.Node
     linked = [k for k, _ in output.entities if k in ("from", "to", "mode")]
     if output.dtype:  # images: always .nii.gz, whatever the step wrote
         inputs |= {"data_dtype": output.dtype, "compress": True} | run_settings(cfg)
-    # in a worker, not in the main process (as fMRIPrep's sinks run): compressing a 1 mm image
-    # takes about a second, and there it held up the start of every other job
+    # in a worker, not in the main process (fMRIPrep runs its sinks there): compressing a 1 mm
+    # image takes about a second, and there it held up the start of every other job
     return pe.Node(
         DerivativesDataSink(
             base_directory=str(cfg.derivatives_dir),

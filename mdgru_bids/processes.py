@@ -82,6 +82,13 @@ def exit_with_parent_process() -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
+def start_one_thread_child() -> None:
+    """Initializer of the app's pool processes (Nipype workers, report drawers): ITK takes the
+    one core the process was given, and the process ends with the run."""
+    fix_itk_threads(1)
+    exit_with_parent_process()
+
+
 def fix_itk_threads(count: int) -> None:
     """Give ITK ``count`` threads in this process, and let :func:`run_ants` run steps of that
     many threads here. It holds only if ITK has not loaded yet (ANTsPy brings it in), as in

@@ -19,6 +19,7 @@ from nireports.reportlets.utils import cuts_from_bbox
 
 from mdgru_bids.atomic import replacing
 from mdgru_bids.lesions.change import CHANGE_LABELS
+from mdgru_bids.processes import start_one_thread_child
 
 CUTS = 6  # slices per direction in a mosaic
 MOSAIC_SIZE = (12.0, 6.4)  # inches: three rows (axial, coronal, sagittal)
@@ -134,18 +135,9 @@ def draw(jobs: Sequence[Callable[[], Path]], nprocs: int) -> list[Path]:
     with ProcessPoolExecutor(
         max_workers=min(nprocs, len(jobs)),
         mp_context=multiprocessing.get_context("forkserver"),
-        initializer=_start_drawer,
+        initializer=start_one_thread_child,
     ) as pool:
         return list(pool.map(_draw, jobs))
-
-
-def _start_drawer() -> None:
-    """A drawing process takes one core (ITK resamples for the registration checks) and ends
-    with the run."""
-    from mdgru_bids.processes import exit_with_parent_process, fix_itk_threads
-
-    fix_itk_threads(1)
-    exit_with_parent_process()
 
 
 def _draw(job: Callable[[], Path]) -> Path:

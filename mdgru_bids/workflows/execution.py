@@ -168,10 +168,9 @@ def chain_seconds(seconds: list[float], depends) -> list[float]:
 def _start_worker(cwd: str) -> None:
     from nipype.pipeline.plugins.multiproc import process_initializer
 
-    from mdgru_bids.processes import exit_with_parent_process, fix_itk_threads
+    from mdgru_bids.processes import start_one_thread_child
 
     # ITK in the worker takes the one core the job was given: resampling, and N4 and
     # registrations of one thread (others run in processes with their own thread counts)
-    fix_itk_threads(1)
-    exit_with_parent_process()
+    start_one_thread_child()
     process_initializer(cwd)

@@ -19,6 +19,7 @@ from mdgru_bids.synth.appearance import (
     AcquisitionConfig,
     acquire,
     label_image,
+    lesion_levels,
     lesion_profile,
     ventricle_lining,
     zscore_in_mask,
@@ -141,6 +142,30 @@ def test_flair_lesions_are_brighter_and_t1w_lesions_darker(toy: LabelAnatomy) ->
         assert flair[labels == CSF].mean() < mean[WM][0]  # CSF suppressed
 
 
+def test_faint_flair_lesions_are_as_common_as_bright_ones() -> None:
+    excess = lesion_levels(np.ones(1, np.int16) * 4000, "FLAIR", np.random.default_rng(0))[1:] - 1
+    assert excess.min() >= 0.05 and excess.max() <= 1.0
+    # log-uniform over 0.05-1: half the lesions under 0.22 over their tissue (uniform: 0.52)
+    assert 0.19 < np.median(excess) < 0.26
+
+
+def test_grey_and_white_matter_brightness_varies_by_region(toy: LabelAnatomy) -> None:
+    labels = torch.from_numpy(toy.labels)
+    instances = torch.from_numpy(ndi.label(toy.labels == LESION)[0].astype(np.int16))
+    cfg = AcquisitionConfig(label_sd=(0.0, 0.0))
+    spreads = []
+    for seed in range(5):
+        rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
+        flair = label_image(labels, instances, "FLAIR", rng, gen, cfg)
+        wm = flair[labels == WM]
+        spreads.append(float(wm.std() / wm.mean()))
+        assert flair[labels == LESION].mean() > wm.mean()
+    flat = AcquisitionConfig(label_sd=(0.0, 0.0), tissue_gain_sd=0.0)
+    rng, gen = np.random.default_rng(0), torch.Generator().manual_seed(0)
+    assert label_image(labels, instances, "FLAIR", rng, gen, flat)[labels == WM].std() == 0
+    assert max(spreads) > 0.01 and max(spreads) < 0.2
+
+
 def test_lesions_fade_from_a_bright_core_to_a_fainter_rim() -> None:
     ijk = np.indices((32, 32, 32)) - 16
     instances = (np.sqrt((ijk**2).sum(0)) < 9).astype(np.int16)  # one ball, 8 voxels deep
@@ -157,11 +182,11 @@ def test_lesions_fade_from_a_bright_core_to_a_fainter_rim() -> None:
     flat = label_image(torch.zeros(8, 8, 8, dtype=torch.uint8) + LESION,
                        torch.ones(8, 8, 8, dtype=torch.int16), "FLAIR",
                        np.random.default_rng(0), torch.Generator().manual_seed(0),
-                       AcquisitionConfig(label_sd=(0.0, 0.0)))  # fmt: skip
+                       AcquisitionConfig(label_sd=(0.0, 0.0), tissue_gain_sd=0.0))  # fmt: skip
     faded = label_image(torch.zeros(8, 8, 8, dtype=torch.uint8) + LESION,
                         torch.ones(8, 8, 8, dtype=torch.int16), "FLAIR",
                         np.random.default_rng(0), torch.Generator().manual_seed(0),
-                        AcquisitionConfig(label_sd=(0.0, 0.0)),
+                        AcquisitionConfig(label_sd=(0.0, 0.0), tissue_gain_sd=0.0),
                         torch.full((8, 8, 8), 0.5))  # fmt: skip
     # half the contrast over the brighter of white and grey matter (1.0-1.5 on FLAIR)
     reference = 2 * faded - flat
@@ -172,7 +197,7 @@ def test_lesions_fade_from_a_bright_core_to_a_fainter_rim() -> None:
 def test_a_normal_ventricle_lining_is_bright_on_flair_and_never_lesion(toy: LabelAnatomy) -> None:
     labels = torch.from_numpy(toy.labels)
     instances = torch.from_numpy(ndi.label(toy.labels == LESION)[0].astype(np.int16))
-    cfg = AcquisitionConfig(label_sd=(0.0, 0.0))
+    cfg = AcquisitionConfig(label_sd=(0.0, 0.0), tissue_gain_sd=0.0)
     seen = 0
     for seed in range(10):
         where, gain = ventricle_lining(toy.labels, toy.dist_vent, np.random.default_rng(seed), cfg)

@@ -25,8 +25,10 @@ CONTRAST = {
     "T1w": {BACKGROUND: (0.0, 0.3), CSF: (0.1, 0.45), GM: (0.5, 0.85), WM: (1.0, 1.0)},
 }
 # Lesion signal per lesion: on FLAIR above the brighter of grey and white matter by this
-# factor (expert masks mark hyperintense lesions); on T1w relative to white matter.
-LESION_CONTRAST = {"FLAIR": (1.08, 2.0), "T1w": (0.3, 0.9)}
+# factor (expert masks mark hyperintense lesions), drawn log-uniformly in the excess over 1
+# so faint lesions are as common as bright ones (the shared c26 case has a 2.7 mL lesion
+# whose rim is 1.02x grey matter); on T1w relative to white matter, drawn uniformly.
+LESION_CONTRAST = {"FLAIR": (1.05, 2.0), "T1w": (0.3, 0.9)}
 
 
 @dataclass(frozen=True)
@@ -49,12 +51,21 @@ class AcquisitionConfig:
     lining_p: float = 0.7
     lining_mm: tuple[float, float] = (1.0, 2.0)  # 1: the tissue voxels next to the ventricles
     lining_gain: tuple[float, float] = (1.0, 1.4)
+    # Normal grey and white matter are not equally bright everywhere (insula, corticospinal
+    # tract, cerebellum): each gets its own smooth gain field of up to this standard
+    # deviation (of its log); lesions stay brighter than the tissue around them.
+    tissue_gain_sd: float = 0.08
 
 
 def lesion_levels(instances: np.ndarray, modality: str, rng: np.random.Generator) -> np.ndarray:
-    """Signal relative to white matter for lesion instances 1..N (index 0 unused)."""
+    """Signal relative to the reference tissue for lesion instances 1..N (index 0 unused)."""
     lo, hi = LESION_CONTRAST[modality]
-    return np.concatenate([[1.0], rng.uniform(lo, hi, int(instances.max(initial=0)))])
+    count = int(instances.max(initial=0))
+    if modality == "FLAIR":
+        levels = 1 + np.exp(rng.uniform(np.log(lo - 1), np.log(hi - 1), count))
+    else:
+        levels = rng.uniform(lo, hi, count)
+    return np.concatenate([[1.0], levels])
 
 
 def lesion_profile(
@@ -116,14 +127,23 @@ def label_image(
     )
     sds = means * torch.tensor(rng.uniform(*cfg.label_sd, N_LABELS), dtype=torch.float32)
     levels = torch.tensor(lesion_levels(instances.numpy(), modality, rng), dtype=torch.float32)
-    reference = torch.maximum(means[WM], means[GM]) if modality == "FLAIR" else means[WM]
+    gm, wm = (means[k] * tissue_gain(labels.shape, rng, cfg) for k in (GM, WM))
+    reference = torch.maximum(wm, gm) if modality == "FLAIR" else wm
     excess = levels[instances.long()] - 1
     lesion = reference * (1 + excess * (1.0 if share is None else share))
-    mean = torch.where(labels == LESION, lesion, means[labels.long()])
+    mean = torch.where(labels == GM, gm, torch.where(labels == WM, wm, means[labels.long()]))
+    mean = torch.where(labels == LESION, lesion, mean)
     if lining is not None and modality == "FLAIR":
         where, gain = lining
         mean = torch.where(where, torch.maximum(mean, reference * gain), mean)
     return mean + sds[labels.long()] * torch.randn(labels.shape, generator=gen)
+
+
+def tissue_gain(
+    shape: tuple[int, ...], rng: np.random.Generator, cfg: AcquisitionConfig
+) -> torch.Tensor:
+    """A smooth regional gain around 1 for one tissue's mean signal."""
+    return torch.exp(smooth_field(shape, rng.uniform(0, cfg.tissue_gain_sd), rng))
 
 
 def acquire(

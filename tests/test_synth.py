@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy import ndimage as ndi
 
-from mdgru_bids.synth.anatomy import LabelAnatomy, real_anatomy, tissue_labels
+from mdgru_bids.synth.anatomy import LabelAnatomy, real_anatomy, template_anatomy, tissue_labels
 from mdgru_bids.synth.appearance import (
     CSF,
     GM,
@@ -18,6 +18,7 @@ from mdgru_bids.synth.appearance import (
     WM,
     AcquisitionConfig,
     acquire,
+    brain_edge,
     label_image,
     lesion_levels,
     lesion_profile,
@@ -34,7 +35,7 @@ from mdgru_bids.synth.lesions import (
     paint,
     paste_carved,
 )
-from mdgru_bids.synth.sampler import PatchSampler, SynthBatches, SynthConfig
+from mdgru_bids.synth.sampler import PatchSampler, SynthBatches, SynthConfig, _jitter_mask
 
 SHAPE = (64, 64, 64)
 
@@ -212,7 +213,7 @@ def test_a_normal_ventricle_lining_is_bright_on_flair_and_never_lesion(toy: Labe
             modality: str, with_lining: bool, seed: int = seed, lining: tuple = lining
         ) -> torch.Tensor:
             rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
-            extra = (None, lining) if with_lining else ()
+            extra = (None, [lining]) if with_lining else ()
             return label_image(labels, instances, modality, rng, gen, cfg, *extra)
 
         flair, plain = draw("FLAIR", True), draw("FLAIR", False)
@@ -223,6 +224,62 @@ def test_a_normal_ventricle_lining_is_bright_on_flair_and_never_lesion(toy: Labe
         assert torch.allclose(flair[inside], reference * gain)
         assert torch.equal(t1w, t1w_plain)  # hyperintense on FLAIR only
     assert seen >= 3
+
+
+def test_the_lining_bridges_ventricles_a_few_mm_apart() -> None:
+    labels = np.full((40, 40, 40), WM, np.uint8)
+    labels[10:30, 10:30, 10:18] = CSF  # two ventricles 4 voxels apart
+    labels[10:30, 10:30, 22:30] = CSF
+    labels[10:30, 10:30, 18:22] = GM  # partly grey: the lining takes any tissue
+    dist = ndi.distance_transform_edt(labels != CSF).astype(np.float32)
+    cfg = AcquisitionConfig(lining_p=1.0, lining_mm=(1.0, 1.0), bridge_mm=(2.5, 2.5))
+    where, _ = ventricle_lining(labels, dist, np.random.default_rng(0), cfg)
+    assert where[12:28, 12:28, 18:22].all()  # the whole wall between them
+    assert not where[labels == CSF].any()
+    assert not where[20, 20, 31:].any() and where[20, 20, 30]  # elsewhere only the lining
+    apart = labels.copy()
+    apart[10:30, 10:30, 16:24] = WM  # 8 voxels apart: no bridge, only the two linings
+    dist = ndi.distance_transform_edt(apart != CSF).astype(np.float32)
+    where, _ = ventricle_lining(apart, dist, np.random.default_rng(0), cfg)
+    assert where[20, 20, 16] and where[20, 20, 23] and not where[20, 20, 17:23].any()
+
+
+def test_the_template_has_a_septum_between_its_ventricles() -> None:
+    anatomy = template_anatomy()
+    ventricles = anatomy.dist_vent == 0
+    septum = ventricles & (anatomy.labels == WM)
+    xs = np.nonzero(septum)[0]
+    assert septum.sum() > 200 and xs.max() - xs.min() == 2  # 3 mm thick, at the midline
+    assert (anatomy.labels[ventricles & ~septum] == CSF).mean() > 0.9
+    cfg = AcquisitionConfig(lining_p=1.0)
+    where, _ = ventricle_lining(anatomy.labels, anatomy.dist_vent, np.random.default_rng(0), cfg)
+    assert where[septum].all()  # brightened with the lining
+
+
+def test_a_bright_brain_edge_lies_on_the_outermost_voxels_and_is_never_lesion() -> None:
+    ijk = np.indices((48, 48, 48)) - 24
+    brain = np.sqrt((ijk**2).sum(0)) < 20
+    labels = np.where(brain, WM, 0).astype(np.uint8)
+    labels[brain & (ijk[0] > 15)] = LESION  # a lesion reaching the edge
+    cfg = AcquisitionConfig(edge_p=1.0, edge_voxels=(2,), edge_share=(0.3, 0.3))
+    where, gain = brain_edge(labels, brain, np.random.default_rng(1), cfg)
+    outermost = brain & ~ndi.binary_erosion(brain, iterations=2)
+    assert where.any() and not (where & ~outermost).any()
+    assert not (where & (labels == LESION)).any()
+    assert where.sum() < 0.5 * outermost.sum()  # a part of the edge, not all of it
+    assert 1.0 <= gain <= 1.6
+    none = AcquisitionConfig(edge_p=0.0)
+    assert not brain_edge(labels, brain, np.random.default_rng(1), none)[0].any()
+
+
+def test_a_jittered_brain_mask_moves_its_edge_not_the_patch_faces() -> None:
+    full = np.ones((16, 16, 16), bool)
+    ball = np.sqrt(((np.indices(full.shape) - 8) ** 2).sum(0)) < 6
+    sizes = set()
+    for seed in range(12):
+        assert _jitter_mask(full, np.random.default_rng(seed)).all()
+        sizes.add(int(_jitter_mask(ball, np.random.default_rng(seed)).sum()))
+    assert len(sizes) >= 4  # grown and shrunk by different steps
 
 
 def test_thick_slices_smear_along_one_axis_only() -> None:

@@ -22,6 +22,7 @@ from mdgru_bids.synth.lesions import SITE_BITS, CarvedLesion, carve, lesion_shap
 
 MAX_DIST_MM = 40.0  # distances to the ventricles beyond this make no difference
 DEEP_MM = 12.0  # the ventricles lie at least this far inside the brain mask
+SEPTUM_HALF = 1  # voxels either side of the midline: a septum 3 mm thick
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,6 +56,11 @@ def template_anatomy() -> LabelAnatomy:
     t = anatomy.tissues
     fractions = np.stack([1.0 - t["csf"] - t["gm"] - t["wm"], t["csf"], t["gm"], t["wm"]])
     labels = np.argmax(fractions, axis=0).astype(np.uint8)  # BACKGROUND, CSF, GM, WM
+    # The averaged tissue maps merge the two lateral ventricles across the septum pellucidum,
+    # which FLAIR shows as a bright midline wall (the ventricle lining brightens it here).
+    midline = round(float(anatomy.to_voxel(np.zeros(3))[0]))
+    near_midline = np.abs(np.arange(anatomy.shape[0]) - midline)[:, None, None] <= SEPTUM_HALF
+    labels[(anatomy.ventricles >= 0.5) & (labels == CSF) & near_midline] = WM
     bits = np.zeros(anatomy.shape, np.uint8)
     for name, ijk in anatomy.sites.items():
         bits[tuple(ijk.T)] |= SITE_BITS[name]

@@ -9,6 +9,7 @@ in the brain mask exactly as real images are before they reach the network.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,6 +52,17 @@ class AcquisitionConfig:
     lining_p: float = 0.7
     lining_mm: tuple[float, float] = (1.0, 2.0)  # 1: the tissue voxels next to the ventricles
     lining_gain: tuple[float, float] = (1.0, 1.4)
+    # The lining takes in the tissue bridging the ventricles (septum pellucidum, fornix): what
+    # a closing of the ventricles by a ball of this radius adds. Both shared cases' models
+    # marked the septum and fornix, 5-6 mm across, as lesions.
+    bridge_mm: tuple[float, float] = (2.0, 3.5)
+    # Skull-stripped brains often keep a bright edge (dura, vessels, partial volume with fat)
+    # experts do not mark: the share of FLAIR patches with one, its depth inside the brain mask
+    # in voxels, the share of the edge it covers and its signal over the brighter tissue.
+    edge_p: float = 0.5
+    edge_voxels: tuple[int, ...] = (1, 2)
+    edge_share: tuple[float, float] = (0.1, 0.6)
+    edge_gain: tuple[float, float] = (1.0, 1.6)
     # Normal grey and white matter are not equally bright everywhere (insula, corticospinal
     # tract, cerebellum): each gets its own smooth gain field of up to this standard
     # deviation (of its log); lesions stay brighter than the tissue around them.
@@ -98,11 +110,31 @@ def ventricle_lining(
     labels: np.ndarray, dist_vent: np.ndarray, rng: np.random.Generator, cfg: AcquisitionConfig
 ) -> tuple[np.ndarray, float]:
     """Where a normal bright ependymal lining goes (tissue within a random depth of the
-    lateral ventricles, never lesion), and its gain; an empty mask for patches without one."""
+    lateral ventricles or bridging them, never lesion), and its gain; an empty mask for
+    patches without one."""
     if rng.random() >= cfg.lining_p:
         return np.zeros(labels.shape, bool), 1.0
     depth, gain = rng.uniform(*cfg.lining_mm), rng.uniform(*cfg.lining_gain)
-    return ((labels == WM) | (labels == GM)) & (dist_vent <= depth), gain
+    radius = rng.uniform(*cfg.bridge_mm)
+    near = dist_vent <= radius
+    # the closing's erosion: voxels farther than the radius from outside the dilation
+    bridge = ndi.distance_transform_edt(np.pad(near, 1, constant_values=True))[1:-1, 1:-1, 1:-1]
+    tissue = (labels == WM) | (labels == GM)
+    return tissue & ((dist_vent <= depth) | (near & (bridge > radius))), gain
+
+
+def brain_edge(
+    labels: np.ndarray, brain: np.ndarray, rng: np.random.Generator, cfg: AcquisitionConfig
+) -> tuple[np.ndarray, float]:
+    """Where a bright brain edge goes (a random part of the outermost voxels of the brain
+    mask, never lesion), and its gain; an empty mask for patches without one."""
+    if rng.random() >= cfg.edge_p or not brain.any():
+        return np.zeros(labels.shape, bool), 1.0
+    depth = int(rng.choice(cfg.edge_voxels))
+    rim = brain & ~ndi.binary_erosion(brain, iterations=depth, border_value=1)
+    field = smooth_field(labels.shape, 1.0, rng).numpy()
+    part = field > np.quantile(field, 1 - rng.uniform(*cfg.edge_share))
+    return rim & part & (labels != LESION), rng.uniform(*cfg.edge_gain)
 
 
 def label_image(
@@ -113,13 +145,13 @@ def label_image(
     gen: torch.Generator,
     cfg: AcquisitionConfig,
     share: torch.Tensor | None = None,
-    lining: tuple[torch.Tensor, float] | None = None,
+    bright: Sequence[tuple[torch.Tensor, float]] = (),
 ) -> torch.Tensor:
     """Noise-free-ish tissue signal: a Gaussian draw per voxel from its label's distribution.
 
     ``share`` (from lesion_profile, the same for every modality of a patch) scales each lesion
-    voxel's contrast; None gives flat lesions. ``lining`` (mask and gain, from
-    ventricle_lining) brightens the normal ventricle lining on FLAIR.
+    voxel's contrast; None gives flat lesions. ``bright`` (masks and gains, from
+    ventricle_lining and brain_edge) brightens normal tissue on FLAIR.
     """
     contrast = CONTRAST[modality]
     means = torch.tensor(
@@ -133,8 +165,7 @@ def label_image(
     lesion = reference * (1 + excess * (1.0 if share is None else share))
     mean = torch.where(labels == GM, gm, torch.where(labels == WM, wm, means[labels.long()]))
     mean = torch.where(labels == LESION, lesion, mean)
-    if lining is not None and modality == "FLAIR":
-        where, gain = lining
+    for where, gain in bright if modality == "FLAIR" else ():
         mean = torch.where(where, torch.maximum(mean, reference * gain), mean)
     return mean + sds[labels.long()] * torch.randn(labels.shape, generator=gen)
 

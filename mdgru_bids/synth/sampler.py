@@ -18,6 +18,7 @@ from mdgru_bids.synth.appearance import (
     WM,
     AcquisitionConfig,
     acquire,
+    brain_edge,
     label_image,
     lesion_profile,
     ventricle_lining,
@@ -108,16 +109,20 @@ class PatchSampler:
         brain = torch.from_numpy(_jitter_mask(mask > 0, rng))
         if not brain.any():
             brain = torch.ones_like(brain)
-        share = torch.from_numpy(lesion_profile(instances, rng, self.cfg.acquisition))
-        where, gain = ventricle_lining(labels, dist, rng, self.cfg.acquisition)
-        lining = (torch.from_numpy(where), gain)
+        acq = self.cfg.acquisition
+        share = torch.from_numpy(lesion_profile(instances, rng, acq))
+        bright = [
+            (torch.from_numpy(where), gain)
+            for where, gain in (ventricle_lining(labels, dist, rng, acq),
+                                brain_edge(labels, brain.numpy(), rng, acq))
+        ]  # fmt: skip
         channels = []
         for modality in self.cfg.modalities:
             signal = label_image(
                 torch.from_numpy(labels), torch.from_numpy(instances), modality, rng, gen,
-                self.cfg.acquisition, share, lining,
+                acq, share, bright,
             )  # fmt: skip
-            channels.append(zscore_in_mask(acquire(signal, rng, gen, self.cfg.acquisition), brain))
+            channels.append(zscore_in_mask(acquire(signal, rng, gen, acq), brain))
         return torch.stack(channels), labels
 
     def _augment_real(self, image, labels, mask, rng, gen):
@@ -140,12 +145,13 @@ class PatchSampler:
 
 
 def _jitter_mask(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The brain mask grown or shrunk by up to 2 voxels: real masks are never exact."""
+    """The brain mask grown or shrunk by up to 2 voxels: real masks are never exact. The
+    patch's faces are not the brain's edge: the brain goes on beyond them."""
     step = int(rng.integers(-2, 3))
     if step > 0:
         return ndi.binary_dilation(mask, iterations=step)
     if step < 0:
-        return ndi.binary_erosion(mask, iterations=-step)
+        return ndi.binary_erosion(mask, iterations=-step, border_value=1)
     return mask
 
 

@@ -28,7 +28,8 @@ CONTRAST = {
 # Lesion signal per lesion: on FLAIR above the brighter of grey and white matter by this
 # factor (expert masks mark hyperintense lesions), drawn log-uniformly in the excess over 1
 # so faint lesions are as common as bright ones (the shared c26 case has a 2.7 mL lesion
-# whose rim is 1.02x grey matter); on T1w relative to white matter, drawn uniformly.
+# whose rim is 1.22x the brain's histogram mode, its 90th percentile); on T1w relative to
+# white matter, drawn uniformly.
 LESION_CONTRAST = {"FLAIR": (1.05, 2.0), "T1w": (0.3, 0.9)}
 
 
@@ -54,7 +55,7 @@ class AcquisitionConfig:
     lining_gain: tuple[float, float] = (1.0, 1.4)
     # The lining takes in the tissue bridging the ventricles (septum pellucidum, fornix): what
     # a closing of the ventricles by a ball of this radius adds. Both shared cases' models
-    # marked the septum and fornix, 5-6 mm across, as lesions.
+    # marked the septum and fornix as lesions (c26's largest false positive).
     bridge_mm: tuple[float, float] = (2.0, 3.5)
     # Skull-stripped brains often keep a bright edge (dura, vessels, partial volume with fat)
     # experts do not mark: the share of FLAIR patches with one, its depth inside the brain mask

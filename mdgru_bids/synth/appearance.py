@@ -134,7 +134,7 @@ def brain_edge(
     depth = int(rng.choice(cfg.edge_voxels))
     rim = brain & ~ndi.binary_erosion(brain, iterations=depth, border_value=1)
     field = smooth_field(labels.shape, 1.0, rng).numpy()
-    part = field > np.quantile(field, 1 - rng.uniform(*cfg.edge_share))
+    part = field > np.quantile(field[rim], 1 - rng.uniform(*cfg.edge_share)) if rim.any() else rim
     return rim & part & (labels != LESION), rng.uniform(*cfg.edge_gain)
 
 
@@ -192,11 +192,8 @@ def acquire(
     if thick_slices:
         axis = int(rng.integers(3))
         thickness = int(rng.choice(cfg.slice_mm))
-        low = _slices(image, axis, thickness, int(rng.integers(thickness)))
-        low = _rician(low, sigma, gen)
-        image = F.interpolate(
-            low[None, None], size=image.shape, mode="trilinear", align_corners=False
-        )[0, 0]
+        phase = int(rng.integers(thickness))
+        image = _thick_slices(image, axis, thickness, phase, sigma, gen)
     else:
         voxel = rng.uniform(*cfg.iso_voxel_mm)
         image = _rician(blur(image, (0.4 * np.sqrt(max(voxel**2 - 1.0, 0.0)),) * 3), sigma, gen)
@@ -206,12 +203,25 @@ def acquire(
     return (image.clamp_min(0) / scale) ** gamma * scale
 
 
-def _slices(image: torch.Tensor, axis: int, thickness: int, phase: int) -> torch.Tensor:
-    """Thick slices along ``axis``: the mean over each slab (a boxcar slice profile)."""
-    x = torch.roll(image, -phase, dims=axis)
-    kernel = [1, 1, 1]
-    kernel[axis] = thickness
-    return F.avg_pool3d(x[None, None], kernel, stride=kernel, ceil_mode=True)[0, 0]
+def _thick_slices(
+    image: torch.Tensor,
+    axis: int,
+    thickness: int,
+    phase: int,
+    sigma: float,
+    gen: torch.Generator,
+) -> torch.Tensor:
+    """Thick slices along ``axis`` on the patch's own grid: slabs of ``thickness`` voxels, the
+    first starting ``phase`` voxels before the patch, each the mean over its slab (a boxcar
+    slice profile) with Rician noise of ``sigma``, interpolated back linearly between slab
+    centres, so the image stays in line with its lesion target (the faces extend by
+    replication)."""
+    size = image.shape[axis]
+    slabs = -(-(size + phase) // thickness)
+    x = F.pad(image.movedim(axis, -1), (phase, slabs * thickness - size - phase), "replicate")
+    low = _rician(x.reshape(*x.shape[:2], slabs, thickness).mean(-1), sigma, gen)
+    high = F.interpolate(low, size=slabs * thickness, mode="linear", align_corners=False)
+    return high[..., phase : phase + size].movedim(-1, axis)
 
 
 def _rician(image: torch.Tensor, sigma: float, gen: torch.Generator) -> torch.Tensor:

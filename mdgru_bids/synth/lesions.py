@@ -141,7 +141,9 @@ def _band(
     thick = rng.uniform(3.0, 4.0 + 8.0 * np.clip(np.log10(load / 2.0) / 1.6, 0, 1))
     ripple = smooth_field(labels.shape, 0.35, rng).numpy()
     sector = smooth_field(labels.shape, 1.0, rng).numpy() > rng.uniform(-0.6, 0.9)
-    return (labels == WM) & (dist_vent < np.maximum(thick * (1 + ripple), 3.0)) & sector
+    # white matter inside the ventricles' outline (the template's septum) is no lesion site
+    outside = dist_vent >= 0.5
+    return (labels == WM) & outside & (dist_vent < np.maximum(thick * (1 + ripple), 3.0)) & sector
 
 
 def _diameter(cfg: LesionConfig, room: float, rng: np.random.Generator) -> float:

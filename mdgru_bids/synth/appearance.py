@@ -118,10 +118,10 @@ def ventricle_lining(
     depth, gain = rng.uniform(*cfg.lining_mm), rng.uniform(*cfg.lining_gain)
     radius = rng.uniform(*cfg.bridge_mm)
     near = dist_vent <= radius
-    # the closing's erosion: voxels farther than the radius from outside the dilation
+    # the closing's erosion: voxels of the dilation farther than the radius from its outside
     bridge = ndi.distance_transform_edt(np.pad(near, 1, constant_values=True))[1:-1, 1:-1, 1:-1]
     tissue = (labels == WM) | (labels == GM)
-    return tissue & ((dist_vent <= depth) | (near & (bridge > radius))), gain
+    return tissue & ((dist_vent <= depth) | (bridge > radius)), gain
 
 
 def brain_edge(

@@ -139,7 +139,9 @@ def summary(rows: list[dict]) -> dict:
                 "false_any_change_per_pair": float(
                     np.mean([sum(r[c] for c in CLASSES) for r in picked])
                 ),
-                "mean_dice": float(np.mean([r[f"dice_ses-{s}"] for r in picked for s in "12"])),
+                "mean_dice": float(
+                    np.mean([r[f"dice_ses-{s}"] for r in picked for s in ("01", "02")])
+                ),
             }
     return out
 

@@ -19,7 +19,7 @@ square over pairs) and the false new-lesion rate per pair.
 
 Usage: python benchmarks/bench_rescan.py --model M.safetensors --work DIR
        [--cross-sectional DIR] [--phantom-seed 99] [--methods joint evidence difference]
-       [--sources c26 phantom-sub-01_ses-01 ...] [--json FILE]
+       [--sources c26 phantom-01-01 ...] [--json FILE]
        (TEMPLATEFLOW_HOME must be set)
 """
 
@@ -64,7 +64,9 @@ def sources(cross_sectional: Path | None, phantom: Path | None) -> list[tuple[st
         for flair in sorted(phantom.glob("sub-*/ses-01/anat/*_FLAIR.nii.gz")):
             stem = flair.name.removesuffix("_FLAIR.nii.gz")
             mask = phantom / "derivatives" / "truth" / flair.parent.relative_to(phantom)
-            found.append((f"phantom-{stem}", flair, mask / f"{stem}_label-lesion_mask.nii.gz"))
+            # no sub-/ses- in folder names: pybids would read them as every file's entities
+            name = "phantom-" + stem.replace("sub-", "").replace("_ses-", "-")
+            found.append((name, flair, mask / f"{stem}_label-lesion_mask.nii.gz"))
     return found
 
 

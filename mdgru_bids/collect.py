@@ -63,9 +63,28 @@ def load_layout(bids_dir: Path):
             "point BIDS_DIR at the dataset root"
         )
     try:
-        return BIDSLayout(str(bids_dir), validate=False, derivatives=False)
+        layout = BIDSLayout(str(bids_dir), validate=False, derivatives=False)
     except Exception as err:  # pybids raises many kinds for broken datasets
         raise InvalidBIDSError(f"{bids_dir} cannot be read as BIDS ({err})") from None
+    _check_entities(layout, bids_dir)
+    return layout
+
+
+def _check_entities(layout, bids_dir: Path) -> None:
+    """Every image's subject and session as its name says: pybids (0.22) matches entities in
+    the absolute path, so a folder above the dataset named like ``..._ses-01`` gives every
+    file that session, and later sessions vanish without an error."""
+    for image in layout.get(extension=[".nii", ".nii.gz"]):
+        name = Path(image.path).name
+        entities = image.get_entities()
+        for key, prefix in (("subject", "sub"), ("session", "ses")):
+            value = entities.get(key)
+            if value is not None and f"{prefix}-{value}_" not in name:
+                raise UsageError(
+                    f"BIDS_DIR {bids_dir}: pybids reads {key} {value} for {name} from the "
+                    f"'{prefix}-{value}' in a folder name above the dataset; rename that folder "
+                    "or link the dataset from a path without sub-/ses- in it"
+                )
 
 
 def read_filter_file(path: Path | None) -> dict:

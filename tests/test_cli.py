@@ -132,6 +132,24 @@ def test_session_filter_selecting_nothing_exits_18(capsys, bids: Path, tmp_path:
     )
 
 
+def test_a_session_like_folder_above_the_dataset_exits_64(
+    capsys, bids: Path, tmp_path: Path
+) -> None:
+    """pybids would give every file the folder's session and lose ses-02 without a word."""
+    from mdgru_bids.collect import collect_subjects, load_layout
+
+    moved = tmp_path / "pair_ses-01"
+    shutil.copytree(bids, moved)
+    _fails_cleanly(
+        capsys, 64, moved, tmp_path / "out", "--skip-bids-validation",
+        match=("pybids reads session 01", "sub-01_ses-02", "rename that folder"),
+    )  # fmt: skip
+    link = tmp_path / "plain"
+    link.symlink_to(moved)  # the fix the message names
+    (subject,) = collect_subjects(load_layout(link), ["01"])
+    assert [s.label for s in subject.sessions] == ["01", "02"]
+
+
 def test_sessions_follow_acquisition_time_not_labels(bids: Path) -> None:
     from mdgru_bids.collect import collect_subjects, load_layout
 

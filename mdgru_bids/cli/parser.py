@@ -193,8 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("joint", "independent"),
         default="joint",
         help="joint (default): where no lesion changed, every session's lesion probability is "
-        "the mean of all sessions' (weighted by how fine each was acquired), so unchanged "
-        "lesions have one volume; independent: each session thresholded on its own",
+        "the mean of all sessions', so unchanged lesions have one volume; independent: each "
+        "session thresholded on its own",
     )
 
     other = parser.add_argument_group("other")

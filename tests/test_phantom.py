@@ -183,6 +183,35 @@ def test_truth_tables_agree_with_id_maps(phantom_bids: Path) -> None:
         assert len(set(fates.fate)) >= 3
 
 
+def test_the_true_change_map_follows_the_fates(phantom_bids: Path) -> None:
+    """ses-02's truth change map: each lesion's voxels by its fate, grown and lost parts only
+    where the lesion changed; scored by mdgru-bids-evaluate as the appeared voxels."""
+    from mdgru_bids.evaluation import DetectionRule, evaluate, find_pairs
+    from mdgru_bids.lesions.change import ENLARGING, NEW, RESOLVED, SHRINKING, STABLE
+
+    truth = phantom_bids / TRUTH
+    assert not (truth / _anat("01", "01", "desc-lesionchange_dseg.nii.gz")).exists()
+    appeared = 0
+    for sub in SUBS:
+        change = _load(truth / _anat(sub, "02", "desc-lesionchange_dseg.nii.gz"))
+        ids = _load(truth / _anat(sub, "02", "desc-lesionid_dseg.nii.gz"))
+        fates = pd.read_csv(truth / f"sub-{sub}" / f"sub-{sub}_desc-lesionfate_table.tsv", sep="\t")
+        fate = dict(zip(fates.lesion_id, fates.fate, strict=True))
+        assert set(np.unique(change[ids > 0])) <= {STABLE, NEW, ENLARGING}
+        for label, allowed in ((NEW, {"new"}), (ENLARGING, {"enlarging"}),
+                               (STABLE, {"stable", "enlarging", "shrinking"})):  # fmt: skip
+            assert {fate[i] for i in np.unique(ids[change == label])} <= allowed
+        assert {fate[i] for i in np.unique(ids[ids > 0])} >= {"new"}
+        assert (change[ids == 0] != 0).sum() == np.isin(change, (SHRINKING, RESOLVED)).sum()
+        new_ids = [i for i, f in fate.items() if f == "new" and (ids == i).any()]
+        assert (change[np.isin(ids, new_ids)] == NEW).all()
+        appeared += int(np.isin(change, (NEW, ENLARGING)).sum())
+    assert appeared > 0
+    pairs, _ = find_pairs(truth, truth)
+    scores = evaluate([p for p in pairs if p.map == "new"], DetectionRule())
+    assert (scores.loc[scores.image == "mean", "dice"] == 1.0).all()
+
+
 def test_cli_refuses_a_non_empty_directory(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     target = tmp_path / "busy"
     target.mkdir()

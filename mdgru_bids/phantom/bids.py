@@ -187,7 +187,11 @@ Per session, on that session's FLAIR grid (`SpatialReference` in each sidecar):
   tissue excluded;
 - `desc-brain_mask`: intracranial volume;
 - `desc-lesions_table.tsv`: every lesion present, its site, whether it is a T1w black hole, and
-  its volume.
+  its volume;
+- `desc-lesionchange_dseg` (every session after the first): the true change since the
+  previous session, labelled as mdgru-bids labels its change maps (1 stable, 2 new, 3 the grown
+  part of an enlarging lesion, 4 and 5 the lost part of a shrinking or resolved one), with the
+  fates of `desc-lesionfate_table.tsv`, so `mdgru-bids-evaluate` scores the appeared voxels.
 
 Per session, in the participant's subject space (the head before the session's pose, the
 same for every session):

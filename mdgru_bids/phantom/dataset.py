@@ -12,7 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage as ndi
 
+from mdgru_bids.lesions.change import CHANGE_LABELS, LesionGroup, change_map
 from mdgru_bids.phantom import bids
 from mdgru_bids.phantom.anatomy import load_anatomy
 from mdgru_bids.phantom.simulate import Session, Subject, acquire_session, make_subject, rng_for
@@ -24,6 +26,10 @@ RESOLUTION_RANGE = (1.0, 6.0)  # mm; finer adds nothing to a 1 mm template, coar
 FIRST_SESSION = dt.datetime(2016, 1, 4, 8, 0)
 INTERVAL_DAYS = (150, 420)  # between consecutive sessions
 LESION_COLUMNS = ["lesion_id", "site", "black_hole", "volume_mm3"]
+CHANGE_DESCRIPTION = (
+    "True change since the previous session: 1 stable, 2 new, 3 enlarging (its grown part), "
+    "4 shrinking and 5 resolved (the lost part), fates from desc-lesionfate_table.tsv"
+)
 FATE_COLUMNS = [
     "lesion_id",
     "session_before",
@@ -163,11 +169,15 @@ def _write_participant(
     times = _session_times(rng, sessions)
     subject = make_subject(load_anatomy(resolution), seed, index, sessions)
     labels = [bids.label(k, sessions) for k in range(sessions)]
-    volumes = []
+    volumes, before = [], None
     for k, ses in enumerate(labels):
         log.info("sub-%s ses-%s", sub, ses)
         session = acquire_session(subject, k, resolution, deface)
         volumes.append(_write_session(root, sub, ses, session, subject))
+        if before is not None:
+            fates = fate_rows(volumes[-2:], [f"ses-{labels[k - 1]}", f"ses-{ses}"])
+            _write_change(root / bids.TRUTH_DIR, sub, ses, session, subject, before, fates)
+        before = session.subject_ids
     bids.write_tsv(
         root / f"sub-{sub}" / f"sub-{sub}_sessions.tsv",
         [{"session_id": f"ses-{s}", "acq_time": t} for s, t in zip(labels, times, strict=True)],
@@ -254,6 +264,43 @@ def _write_subject_space(out: Path, sub: str, ses: str, session: Session, subjec
     ids = bids.anat_path(sub, ses, "dseg", space="subject", desc="lesionid")
     bids.write_nifti(out / ids, session.subject_ids, subject.grid.affine, np.int16)
     bids.write_json(bids.sidecar(out / ids), bids.SUBJECT_IDS_SIDECAR)
+
+
+def _write_change(
+    out: Path,
+    sub: str,
+    ses: str,
+    session: Session,
+    subject: Subject,
+    before: np.ndarray,
+    fates: list[dict[str, object]],
+) -> None:
+    """The true change map on a later session's FLAIR grid, with the labels of the app's change
+    maps: its lesion voxels by their fate, the grown part of enlarging lesions, and the lost
+    part of shrinking and resolved ones (the earlier session's subject-space ids brought onto
+    this grid through the true pose)."""
+    flair = session.scans["FLAIR"]
+    flair_to_subject = np.linalg.inv(subject.grid.affine) @ np.linalg.inv(flair.pose)
+    previous = ndi.affine_transform(
+        before, flair_to_subject @ flair.grid.affine, output_shape=flair.grid.shape, order=0
+    )
+    current = session.truth.lesion_ids
+    code = {name: value for value, name in CHANGE_LABELS.items()}
+    seen = (set(np.unique(previous).tolist()), set(np.unique(current).tolist()))
+    # a lesion too small for this grid has no voxels here, whatever its fate
+    groups = [
+        LesionGroup(
+            *(tuple({int(r["lesion_id"])} & ids) for ids in seen),
+            float(r["volume_before_mm3"]), float(r["volume_after_mm3"]), code[str(r["fate"])],
+        )
+        for r in fates
+    ]  # fmt: skip
+    path = bids.anat_path(sub, ses, "dseg", desc="lesionchange")
+    bids.write_nifti(out / path, change_map(previous, current, groups), flair.grid.affine, np.uint8)
+    bids.write_json(
+        bids.sidecar(out / path),
+        bids.truth_sidecar(bids.anat_path(sub, ses, "FLAIR"), Description=CHANGE_DESCRIPTION),
+    )
 
 
 def _voxel_mm3(affine: np.ndarray) -> float:

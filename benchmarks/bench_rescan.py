@@ -19,7 +19,7 @@ square over pairs) and the false new-lesion rate per pair.
 
 Usage: python benchmarks/bench_rescan.py --model M.safetensors --work DIR
        [--cross-sectional DIR] [--phantom-seed 99] [--methods joint evidence difference]
-       [--sources c26 phantom-01-01 ...] [--json FILE]
+       [--sources c26 phantom-01-01 ...] [--json FILE] [--record-in-card]
        (TEMPLATEFLOW_HOME must be set)
 """
 
@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from mdgru_bids.io_spec import OUTPUTS  # noqa: E402
 from mdgru_bids.lesions.metrics import dice  # noqa: E402
+from mdgru_bids.model.files import update_card  # noqa: E402
 
 BIN = Path(sys.executable).parent
 METHODS = {
@@ -159,7 +160,13 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--sources", nargs="+", help="only these sources (default: all)")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--record-in-card", action="store_true",
+        help="write the summary into the model's card (repeatability), for all sources only",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.record_in_card and (args.sources or args.cross_sectional is None):
+        parser.error("--record-in-card needs every source: --cross-sectional and no --sources")
     phantom = None
     if args.phantom_seed is not None:
         phantom = args.work / f"phantom-seed{args.phantom_seed}"
@@ -193,6 +200,11 @@ def main() -> None:
     print(json.dumps(result["summary"], indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, default=float) + "\n")
+    if args.record_in_card:
+        update_card(args.model, repeatability={
+            "measured_with": "benchmarks/bench_rescan.py",
+            "sources": sorted({r["source"] for r in rows}), **result["summary"],
+        })  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ from mdgru_bids.lesions.metrics import (  # noqa: E402
     lesion_detection,
     recall_by_size,
 )
-from mdgru_bids.model.files import load_model, save_model  # noqa: E402
+from mdgru_bids.model.files import read_card, update_card  # noqa: E402
 
 BASELINE_THRESHOLDS = np.round(np.arange(1.0, 4.01, 0.25), 2)
 MODEL_THRESHOLDS = np.round(np.arange(0.1, 0.91, 0.1), 2)
@@ -376,13 +376,11 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=float) + "\n")
     if args.record_in_card:
-        model = load_model(args.model)
-        card = json.loads(json.dumps(model.card | {"accuracy": {
-            **model.card.get("accuracy", {}),
+        update_card(args.model, accuracy={
+            **read_card(args.model).get("accuracy", {}),
             "measured_with": "benchmarks/eval_models.py",
             **{k: v for k, v in results.items() if k != "model"},
-        }}, default=float))  # fmt: skip
-        save_model(args.model, model.network, card)
+        })  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -14,7 +14,14 @@ from safetensors.torch import save_file
 from torch import nn
 
 from mdgru_bids.lesions.metrics import dice
-from mdgru_bids.model.files import ModelFileError, load_model, make_card, read_card, save_model
+from mdgru_bids.model.files import (
+    ModelFileError,
+    load_model,
+    make_card,
+    read_card,
+    save_model,
+    update_card,
+)
 from mdgru_bids.model.inference import blend_weights, patch_starts, segment, sliding_window
 from mdgru_bids.model.network import (
     ChannelNorm,
@@ -309,3 +316,18 @@ def test_test_time_augmentation_averages_the_mirrored_answers(tmp_path: Path) ->
     tta = segment(model, [image], mask, (1.0, 1.0, 1.0), precision="float32", tta=True)
     np.testing.assert_allclose(tta, (plain + sum(mirrored)) / 4, atol=1e-6)
     assert not np.allclose(tta, plain, atol=1e-4)  # the mirrored answers differ: TTA did work
+
+
+def test_update_card_records_figures_and_keeps_the_weights(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(tiny_model.read_bytes())
+    before = load_model(path)
+    update_card(path, repeatability={"joint_1mm": {"volume_cv_pct": np.float64(0.5)}})
+    after = load_model(path)
+    assert after.card["repeatability"] == {"joint_1mm": {"volume_cv_pct": 0.5}}
+    assert {k: v for k, v in after.card.items() if k != "repeatability"} == before.card
+    for name, tensor in before.network.state_dict().items():
+        assert torch.equal(tensor, after.network.state_dict()[name])
+    assert json.loads(path.with_suffix(".json").read_text()) == after.card

@@ -92,6 +92,13 @@ def save_model(path: str | Path, network: nn.Module, card: dict) -> Path:
     return path
 
 
+def update_card(path: str | Path, **fields: object) -> None:
+    """Rewrite a model file with ``fields`` set in its card (figures a benchmark measured), its
+    weights unchanged."""
+    model = load_model(path)
+    save_model(path, model.network, json.loads(json.dumps(model.card | fields, default=float)))
+
+
 def write_safetensors(
     path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]
 ) -> None:

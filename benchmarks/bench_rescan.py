@@ -165,8 +165,12 @@ def main() -> None:
         help="write the summary into the model's card (repeatability), for all sources only",
     )  # fmt: skip
     args = parser.parse_args()
-    if args.record_in_card and (args.sources or args.cross_sectional is None):
-        parser.error("--record-in-card needs every source: --cross-sectional and no --sources")
+    if args.record_in_card and (
+        args.sources or args.cross_sectional is None or args.phantom_seed is None
+    ):
+        parser.error(
+            "--record-in-card needs every source: --cross-sectional, --phantom-seed, no --sources"
+        )
     phantom = None
     if args.phantom_seed is not None:
         phantom = args.work / f"phantom-seed{args.phantom_seed}"

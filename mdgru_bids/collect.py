@@ -71,19 +71,20 @@ def load_layout(bids_dir: Path):
 
 
 def _check_entities(layout, bids_dir: Path) -> None:
-    """Every image's subject and session as its name says: pybids (0.22) matches entities in
-    the absolute path, so a folder above the dataset named like ``..._ses-01`` gives every
-    file that session, and later sessions vanish without an error."""
+    """Every image's entities as its path inside the dataset gives them: pybids (0.22) matches
+    entities in the absolute path, so a folder above the dataset named like ``..._ses-01``
+    gives every file that session, and later sessions vanish without an error."""
+    from bids.layout import parse_file_entities
+
     for image in layout.get(extension=[".nii", ".nii.gz"]):
-        name = Path(image.path).name
-        entities = image.get_entities()
-        for key, prefix in (("subject", "sub"), ("session", "ses")):
-            value = entities.get(key)
-            if value is not None and f"{prefix}-{value}_" not in name:
+        inside = Path(image.path).relative_to(layout.root)
+        expected = parse_file_entities("/" + inside.as_posix())
+        found = image.get_entities()
+        for key in sorted(expected.keys() | found.keys()):
+            if str(expected.get(key)) != str(found.get(key)):
                 raise UsageError(
-                    f"BIDS_DIR {bids_dir}: pybids reads {key} {value} for {name} from the "
-                    f"'{prefix}-{value}' in a folder name above the dataset; rename that folder "
-                    "or link the dataset from a path without sub-/ses- in it"
+                    f"BIDS_DIR {bids_dir}: pybids reads {key} {found.get(key)} for {inside} "
+                    "from a folder name above the dataset; rename or move that folder"
                 )
 
 

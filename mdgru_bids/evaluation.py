@@ -146,7 +146,8 @@ def _index(root: Path, side: int) -> dict[tuple, Found]:
 
     index: dict[tuple, Found] = {}
     for path in sorted(root.glob("sub-*/**/*.nii*")):
-        entities = parse_file_entities(str(path))
+        # parsed inside the folder: entity-like names above it would otherwise count
+        entities = parse_file_entities("/" + path.relative_to(root).as_posix())
         pairing = tuple(sorted((k, str(v)) for k, v in entities.items() if k not in MAP_ENTITIES))
         for map_name, kinds in MAPS.items():
             for rank, kind in enumerate(kinds[side]):

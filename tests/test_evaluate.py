@@ -207,6 +207,16 @@ def test_cli_writes_per_image_and_summary_rows(
     assert new.lesion_precision == approx6(0.5) and new.lesion_recall == 1.0
 
 
+def test_folders_named_like_entities_above_the_maps_do_not_count(
+    datasets: tuple[Path, Path], tmp_path: Path, capsys
+) -> None:
+    pred_dir, truth_dir = datasets
+    moved = [d.rename(tmp_path / f"{d.name}_ses-02") for d in (pred_dir, truth_dir)]
+    assert main([str(moved[0]), str(moved[1])]) == 0
+    images = [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert images[:2] == ["sub-01_ses-01", "sub-01_ses-02"]
+
+
 def test_cli_prints_tsv_without_out(datasets: tuple[Path, Path], capsys) -> None:
     pred_dir, truth_dir = datasets
     assert main([str(pred_dir), str(truth_dir), "--detection", "any-overlap"]) == 0

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from nibabel.processing import resample_from_to
+from scipy import ndimage
 
 from mdgru_bids.cli.phantom import main
 from mdgru_bids.phantom import dataset, make_dataset
@@ -191,7 +192,7 @@ def test_the_true_change_map_follows_the_fates(phantom_bids: Path) -> None:
 
     truth = phantom_bids / TRUTH
     assert not (truth / _anat("01", "01", "desc-lesionchange_dseg.nii.gz")).exists()
-    appeared = 0
+    appeared, enlarging = 0, 0
     for sub in SUBS:
         change = _load(truth / _anat(sub, "02", "desc-lesionchange_dseg.nii.gz"))
         ids = _load(truth / _anat(sub, "02", "desc-lesionid_dseg.nii.gz"))
@@ -206,7 +207,16 @@ def test_the_true_change_map_follows_the_fates(phantom_bids: Path) -> None:
         new_ids = [i for i, f in fate.items() if f == "new" and (ids == i).any()]
         assert (change[np.isin(ids, new_ids)] == NEW).all()
         appeared += int(np.isin(change, (NEW, ENLARGING)).sum())
-    assert appeared > 0
+        # the earlier lesions sit where the true pose puts them: an enlarging lesion keeps its
+        # old part, and a shrinking one's lost part surrounds what is left of it
+        for i in (i for i, f in fate.items() if f == "enlarging" and (ids == i).sum() >= 3):
+            kept = (change[ids == i] == STABLE).mean()
+            assert 0.1 < kept < 0.9, (sub, i, kept)
+            enlarging += 1
+        for i in (i for i, f in fate.items() if f == "shrinking" and (ids == i).any()):
+            near = ndimage.distance_transform_edt(ids != i) <= 3
+            assert (change == SHRINKING).any() and near[change == SHRINKING].all()
+    assert appeared > 0 and enlarging > 0
     pairs, _ = find_pairs(truth, truth)
     scores = evaluate([p for p in pairs if p.map == "new"], DetectionRule())
     assert (scores.loc[scores.image == "mean", "dice"] == 1.0).all()

@@ -280,9 +280,12 @@ def _write_change(
     part of shrinking and resolved ones (the earlier session's subject-space ids brought onto
     this grid through the true pose)."""
     flair = session.scans["FLAIR"]
-    flair_to_subject = np.linalg.inv(subject.grid.affine) @ np.linalg.inv(flair.pose)
+    # FLAIR voxel -> scanner mm -> subject mm (the true pose) -> subject-grid voxel
+    voxel_to_subject_grid = (
+        np.linalg.inv(subject.grid.affine) @ np.linalg.inv(flair.pose) @ flair.grid.affine
+    )
     previous = ndi.affine_transform(
-        before, flair_to_subject @ flair.grid.affine, output_shape=flair.grid.shape, order=0
+        before, voxel_to_subject_grid, output_shape=flair.grid.shape, order=0
     )
     current = session.truth.lesion_ids
     code = {name: value for value, name in CHANGE_LABELS.items()}

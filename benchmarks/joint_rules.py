@@ -2,13 +2,13 @@
 
 Reads the work folders `bench_rescan.py` left (``WORK/work-<source>-<slices>``; whatever the
 method, the joint step's cached inputs are each session's own subject-space probability) and
-scores, in subject space, each session's lesion mask against its truth brought there with the
-app's own session-to-subject transform, for:
+scores, in subject space, each session's lesion mask (the app's threshold and minimum size)
+against its truth brought there with the app's own session-to-subject transform, for:
 
 - ``independent``: each session's own probability;
 - ``mean``: the plain mean of both (the app's joint rule where nothing changed; for two
-  sessions at threshold 0.5 the mean of logits and "the more confident session" give the
-  same mask);
+  sessions at threshold 0.5 the mean of logits and, voxel by voxel, "the more confident
+  session" give the same mask);
 - ``weighted``: the mean weighted by 1 / acquired voxel volume (finer sessions count more);
 - ``finer``: the finer session's probability for both (ses-01's when equal).
 
@@ -33,7 +33,7 @@ from nipype.utils.filemanip import loadpkl
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mdgru_bids.lesions.components import MIN_LESION_MM3, label_lesions, min_voxels  # noqa: E402
+from mdgru_bids.lesions.components import threshold_mask  # noqa: E402
 from mdgru_bids.lesions.longitudinal import acquired_resolution  # noqa: E402
 from mdgru_bids.lesions.metrics import dice  # noqa: E402
 
@@ -62,7 +62,8 @@ def pair_rows(root: Path, work: Path) -> dict:
             reference, truth, [str(space / f"session{k + 1}_to_subject.txt")], "linear"
         )
         truths.append(moved.numpy() > 0.5)
-    voxel = float(np.prod(img.header.get_zooms()[:3]))
+    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])  # the one subject-space grid
+    voxel = float(np.prod(zooms))
     weights = [1 / v for v in volumes]
     finer = probs[int(volumes[1] < volumes[0])]
     combined = {
@@ -73,7 +74,9 @@ def pair_rows(root: Path, work: Path) -> dict:
     }
     row: dict = {"acquired_voxel_mm3": [round(v, 2) for v in volumes]}
     for rule, answer in combined.items():
-        masks = [label_lesions(p > 0.5, min_voxels(MIN_LESION_MM3, voxel))[0] > 0 for p in answer]
+        masks = [
+            threshold_mask(p, inputs["threshold"], inputs["min_volume_mm3"], zooms) for p in answer
+        ]
         row[rule] = [round(dice(m, t), 4) for m, t in zip(masks, truths, strict=True)]
         row[f"{rule}_ml"] = [round(float(m.sum()) * voxel / 1000, 3) for m in masks]
     return row

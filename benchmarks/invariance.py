@@ -28,17 +28,17 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mdgru_bids.lesions.components import label_lesions  # noqa: E402
+from mdgru_bids.lesions.components import label_lesions, min_voxels  # noqa: E402
 from mdgru_bids.lesions.longitudinal import partial_volumes  # noqa: E402
 from mdgru_bids.model.files import load_model  # noqa: E402
 from mdgru_bids.model.inference import sliding_window  # noqa: E402
 from mdgru_bids.model.normalise import network_input  # noqa: E402
 
 
-def lesion_ml(prob: np.ndarray, threshold: float, min_voxels: int) -> dict[str, float]:
+def lesion_ml(prob: np.ndarray, threshold: float, fewest: int) -> dict[str, float]:
     """Total lesion volume (mL, 1 mm voxels) two ways: thresholded voxels (the mask) and the
     partial volume the lesion tables report."""
-    labels, _ = label_lesions(prob > threshold, min_voxels)
+    labels, _ = label_lesions(prob > threshold, fewest)
     partial = partial_volumes(labels, prob, 1.0)[1:].sum()
     return {"mask": float((labels > 0).sum()) / 1000.0, "partial": float(partial) / 1000.0}
 
@@ -88,14 +88,14 @@ def main() -> None:
     )
     if not 0 <= fraction < 1:
         parser.error(f"--overlap-fraction must be at least 0 and below 1, got {fraction:g}")
-    threshold, min_voxels = card["threshold"], int(np.ceil(card["min_lesion_mm3"]))
+    threshold, fewest = card["threshold"], min_voxels(card["min_lesion_mm3"], 1.0)  # 1 mm voxels
 
     def volume(xx: np.ndarray, mm: np.ndarray, side: int) -> dict[str, float]:
         overlap = round(side * fraction)
         prob = sliding_window(
             model.network, xx, mm, (side,) * 3, (overlap,) * 3, torch.device("cpu")
         )
-        return lesion_ml(prob, threshold, min_voxels)
+        return lesion_ml(prob, threshold, fewest)
 
     rows = {}
     start = time.perf_counter()

@@ -1,8 +1,10 @@
 """Does a model's answer depend on where the image sits in its grid? (printed, never asserted)
 
 One subject-space FLAIR (and brain mask) segmented as it is, cropped tight around the brain,
-zero-padded by 16 and 32 voxels, shifted by a third and two thirds of the patch stride (other
-tiling phases: 16 and 32 voxels with the cards' 64-voxel patches overlapping by 16), and with
+zero-padded by 16 and 32 voxels, shifted in its grid by 16 voxels, with the tiles started a
+third and two thirds of the patch stride before the brain's box (other tiling phases: 16 and
+32 voxels with the cards' 64-voxel patches overlapping by 16; the app starts them at the
+box, so cropping, padding and shifting alone leave the patches where they were), and with
 other patch sizes than the card's. Prints the total lesion volume of each two ways,
 thresholded voxels (probability > threshold, lesions of at least the card's minimum size) and
 the partial volume the lesion tables report (probability summed over each lesion and its
@@ -44,8 +46,9 @@ def lesion_ml(prob: np.ndarray, threshold: float, fewest: int) -> dict[str, floa
 
 
 def variants(x: np.ndarray, mask: np.ndarray, stride: int) -> dict:
-    """Name -> (input, mask) of the same image placed differently in its grid (shifted by a
-    third and two thirds of the patch stride: other tiling phases)."""
+    """Name -> (input, mask) of the same image placed differently in its grid, and with the
+    tiles started a third and two thirds of the patch stride before the brain's box (a mask
+    voxel that far out in the padded corner moves the box's corner there)."""
     where = np.argwhere(mask)
     lo, hi = where.min(0), where.max(0) + 1
     tight = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
@@ -55,10 +58,13 @@ def variants(x: np.ndarray, mask: np.ndarray, stride: int) -> dict:
             np.pad(x, [(0, 0)] + [(pad, pad)] * 3),
             np.pad(mask, [(pad, pad)] * 3),
         )
+    out["shifted 16"] = (np.pad(x, [(0, 0)] + [(16, 0)] * 3), np.pad(mask, [(16, 0)] * 3))
     for shift in (stride // 3, 2 * stride // 3):
-        out[f"shifted {shift}"] = (
-            np.pad(x, [(0, 0)] + [(shift, 0)] * 3),
-            np.pad(mask, [(shift, 0)] * 3),
+        moved = np.pad(mask[tight], [(shift, 0)] * 3)
+        moved[0, 0, 0] = True
+        out[f"tiles {shift} earlier"] = (
+            np.pad(x[(slice(None), *tight)], [(0, 0)] + [(shift, 0)] * 3),
+            moved,
         )
     return out
 

@@ -1,7 +1,11 @@
 """Whole-volume inference: overlapping patches, blended with linear ramps, in bounded memory.
 
-Memory is two float32 accumulators the size of the volume plus one batch of patches, so a
-1 mm brain fits a laptop. Patches that do not touch the brain mask are never evaluated.
+Memory is two float32 accumulators the size of the brain's bounding box plus one batch of
+patches, so a 1 mm brain fits a laptop. Patches that do not touch the brain mask are never
+evaluated. The tiles start at the corner of the brain mask's bounding box (nnU-Net likewise
+crops to the non-zero region first): a recurrent network's answer depends on where the patch
+edges fall, and so they fall on the same anatomy however the image is cropped, padded or
+placed in its grid.
 """
 
 from __future__ import annotations
@@ -56,6 +60,14 @@ def _patches(
             yield box
 
 
+def brain_box(mask: np.ndarray) -> tuple[slice, ...]:
+    """The bounding box of the mask (the whole volume where the mask is empty)."""
+    where = np.argwhere(mask)
+    if where.size == 0:
+        return tuple(slice(0, n) for n in mask.shape)
+    return tuple(slice(a, b) for a, b in zip(where.min(0), where.max(0) + 1, strict=True))
+
+
 @torch.inference_mode()
 def sliding_window(
     network: torch.nn.Module,
@@ -68,31 +80,37 @@ def sliding_window(
     batch_size: int = 1,
     progress: bool = False,
 ) -> np.ndarray:
-    """Lesion (class 1) probability of a (C, X, Y, Z) volume; zero outside patches on the mask.
+    """Lesion (class 1) probability of a (C, X, Y, Z) volume; zero outside patches on the mask
+    and outside the mask's bounding box.
 
-    The volume is zero-padded up to the patch size where it is smaller.
+    The box is zero-padded up to the patch size where it is smaller.
     """
-    spatial = volume.shape[1:]
+    mask = mask.astype(bool)
+    box = brain_box(mask)
+    sub = volume[(slice(None), *box)]
+    spatial = sub.shape[1:]
     pad = [(0, 0)] + [(0, max(0, p - n)) for n, p in zip(spatial, patch, strict=True)]
-    volume = np.pad(volume, pad)
-    mask = np.pad(mask.astype(bool), pad[1:])
+    sub = np.pad(sub, pad)
+    sub_mask = np.pad(mask[box], pad[1:])
     weight = torch.from_numpy(blend_weights(patch, overlap)).to(device)
-    total = torch.zeros(volume.shape[1:], dtype=torch.float32, device=device)
+    total = torch.zeros(sub.shape[1:], dtype=torch.float32, device=device)
     norm = torch.zeros_like(total)
     dtype = autocast_dtype(device, precision)
-    boxes = list(_patches(volume.shape[1:], patch, overlap, mask))
+    boxes = list(_patches(sub.shape[1:], patch, overlap, sub_mask))
     network = network.to(device).eval()
     for i in tqdm(range(0, len(boxes), batch_size), disable=not progress, unit="batch"):
         batch = boxes[i : i + batch_size]
-        x = torch.from_numpy(np.stack([volume[(slice(None), *b)] for b in batch])).to(device)
+        x = torch.from_numpy(np.stack([sub[(slice(None), *b)] for b in batch])).to(device)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             logits = network(x)
         prob = torch.softmax(logits.float(), dim=1)[:, 1]
         for b, p in zip(batch, prob, strict=True):
             total[b] += p * weight
             norm[b] += weight
-    out = torch.where(norm > 0, total / norm.clamp_min(1e-12), 0.0).cpu().numpy()
-    return out[tuple(slice(0, n) for n in spatial)]
+    inside = torch.where(norm > 0, total / norm.clamp_min(1e-12), 0.0).cpu().numpy()
+    out = np.zeros(volume.shape[1:], np.float32)
+    out[box] = inside[tuple(slice(0, n) for n in spatial)]
+    return out
 
 
 def segment(

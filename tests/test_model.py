@@ -34,6 +34,7 @@ from mdgru_bids.model.network import (
     reference_config,
     widen_inputs,
 )
+from mdgru_bids.model.normalise import network_input
 from mdgru_bids.model.training import Case, TrainConfig, sample_batch, train
 from tests.synthetic import blob_case
 
@@ -255,6 +256,20 @@ def test_bad_model_files_give_one_line_errors(tmp_path: Path, damage: str, messa
     with pytest.raises(ModelFileError, match=message) as err:
         load_model(path)
     assert "\n" not in str(err.value) and str(path) in str(err.value)
+
+
+def test_zero_voxels_inside_the_brain_mask_do_not_shift_the_normalisation() -> None:
+    """A skull-stripped image under a generous brain mask: its zeros are not brain."""
+    rng = np.random.default_rng(0)
+    brain = np.zeros((20, 20, 20), bool)
+    brain[4:16, 4:16, 4:16] = True
+    image = np.where(brain, rng.normal(100, 10, brain.shape), 0).astype(np.float32)
+    generous = np.zeros_like(brain)
+    generous[2:18, 2:18, 2:18] = True  # 58 % of it is background
+    x = network_input([image], generous, (1.0, 1.0, 1.0), None)[0]
+    np.testing.assert_allclose(x, network_input([image], brain, (1.0,) * 3, None)[0])
+    assert abs(x[brain].mean()) < 1e-4 and abs(x[brain].std() - 1) < 1e-3
+    assert (x[~brain] == 0).all()
 
 
 def test_channel_norm_normalises_each_voxel_on_its_own() -> None:

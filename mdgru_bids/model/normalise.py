@@ -36,8 +36,15 @@ def network_input(
     zooms: tuple[float, ...],
     highpass_mm: float | None,
 ) -> np.ndarray:
-    """Stack z-scored channels (and their high-pass copies) into a (C, X, Y, Z) array."""
-    mask = mask.astype(bool)
+    """Stack z-scored channels (and their high-pass copies) into a (C, X, Y, Z) array.
+
+    The statistics come from the brain-mask voxels in which every image has signal: zeros
+    inside the mask (a skull-stripped image's background under a generous mask, or a slab
+    that did not cover the whole brain) are not brain, and would lower the mean and widen the
+    spread. On sub-c26 of Lesjak et al. (2017), skull-stripped, they were 4 % of the mask and
+    the leave-one-out Dice fell from 0.68 to 0.50.
+    """
+    mask = mask.astype(bool) & np.all([np.asarray(im) != 0 for im in images], axis=0)
     channels = [zscore(np.asarray(im, dtype=np.float32), mask) for im in images]
     if highpass_mm:
         sigma = tuple(highpass_mm / z for z in zooms)

@@ -36,11 +36,11 @@ def init_lesion_seg_wf(
     workflow.__desc__ = (
         f"Lesions were segmented in subject space with a Multi-Dimensional Gated Recurrent Unit "
         f"network (MD-GRU, Andermatt et al. 2016, 2017) from the "
-        f"{'FLAIR and T1w images' if use_t1w else 'FLAIR image'}, z-scored inside the brain "
-        f"mask{TTA_DESC if tta else ''}; voxels with lesion probability above {threshold} "
-        f"formed lesions (26-connected components) of at least {min_lesion_mm3} mm³. "
-        "Probability maps and lesion masks were "
-        "resampled back onto each session's own FLAIR grid."
+        f"{'FLAIR and T1w images' if use_t1w else 'FLAIR image'}, z-scored over the brain "
+        f"mask voxels with signal{TTA_DESC if tta else ''}; voxels with lesion probability "
+        f"above {threshold} formed lesions (26-connected components) of at least "
+        f"{min_lesion_mm3} mm³. Probability maps and lesion masks were resampled back onto "
+        "each session's own FLAIR grid."
     )
     inputnode = pe.Node(
         niu.IdentityInterface(

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from mdgru_bids.lesions.components import label_lesions, min_voxels  # noqa: E402
 from mdgru_bids.lesions.longitudinal import partial_volumes  # noqa: E402
 from mdgru_bids.model.files import load_model  # noqa: E402
-from mdgru_bids.model.inference import sliding_window  # noqa: E402
+from mdgru_bids.model.inference import brain_box, sliding_window  # noqa: E402
 from mdgru_bids.model.normalise import network_input  # noqa: E402
 
 
@@ -49,9 +49,7 @@ def variants(x: np.ndarray, mask: np.ndarray, stride: int) -> dict:
     """Name -> (input, mask) of the same image placed differently in its grid, and with the
     tiles started a third and two thirds of the patch stride before the brain's box (a mask
     voxel that far out in the padded corner moves the box's corner there)."""
-    where = np.argwhere(mask)
-    lo, hi = where.min(0), where.max(0) + 1
-    tight = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    tight = brain_box(mask)
     out = {"as given": (x, mask), "tight crop": (x[(slice(None), *tight)], mask[tight])}
     for pad in (16, 32):
         out[f"zero-padded {pad}"] = (

@@ -32,8 +32,9 @@ sys.path.insert(0, str(ROOT))
 
 from mdgru_bids.lesions.components import label_lesions, min_voxels  # noqa: E402
 from mdgru_bids.lesions.longitudinal import partial_volumes  # noqa: E402
+from mdgru_bids.lesions.metrics import bounding_box  # noqa: E402
 from mdgru_bids.model.files import load_model  # noqa: E402
-from mdgru_bids.model.inference import brain_box, sliding_window  # noqa: E402
+from mdgru_bids.model.inference import sliding_window  # noqa: E402
 from mdgru_bids.model.normalise import network_input  # noqa: E402
 
 
@@ -49,7 +50,7 @@ def variants(x: np.ndarray, mask: np.ndarray, stride: int) -> dict:
     """Name -> (input, mask) of the same image placed differently in its grid, and with the
     tiles started a third and two thirds of the patch stride before the brain's box (a mask
     voxel that far out in the padded corner moves the box's corner there)."""
-    tight = brain_box(mask)
+    tight = bounding_box(mask)
     out = {"as given": (x, mask), "tight crop": (x[(slice(None), *tight)], mask[tight])}
     for pad in (16, 32):
         out[f"zero-padded {pad}"] = (

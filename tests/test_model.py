@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from mdgru_bids.lesions.metrics import dice
+from mdgru_bids.lesions.metrics import bounding_box, dice
 from mdgru_bids.model.files import (
     ModelFileError,
     load_model,
@@ -306,8 +306,7 @@ def test_lesion_volume_does_not_depend_on_crop_padding_patch_size_or_offset(
     reference = _lesion_voxels(net, image, mask, 16)
     truth = int((case.label.astype(bool) & mask).sum())
     assert reference > 0.5 * truth  # real lesions found, not an empty answer
-    lo, hi = np.argwhere(mask).min(0), np.argwhere(mask).max(0) + 1
-    tight = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    tight = bounding_box(mask)
     variants = {
         "tight crop": (image[(slice(None), *tight)], mask[tight], 16),
         "zero-padded 12": (np.pad(image, [(0, 0)] + [(12, 12)] * 3), np.pad(mask, 12), 16),

@@ -46,16 +46,17 @@ def hd95(prediction: np.ndarray, truth: np.ndarray, spacing: tuple[float, ...]) 
     a, b = np.asarray(prediction, dtype=bool), np.asarray(truth, dtype=bool)
     if not a.any() or not b.any():
         return float("nan")
-    box = _bounding_box(a | b)
+    box = bounding_box(a | b)
     a, b = _boundary(a[box]), _boundary(b[box])
     a_to_b = ndimage.distance_transform_edt(~b, sampling=spacing)[a]
     b_to_a = ndimage.distance_transform_edt(~a, sampling=spacing)[b]
     return float(max(np.percentile(a_to_b, 95), np.percentile(b_to_a, 95)))
 
 
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
+def bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
     """The smallest box holding a non-empty mask: distances between voxels inside it are
-    all that hd95 needs, and a lesion's box is far smaller than the head."""
+    all that hd95 needs (a lesion's box is far smaller than the head), and inference tiles
+    the brain's box."""
     where = np.argwhere(mask)
     return tuple(slice(lo, hi + 1) for lo, hi in zip(where.min(0), where.max(0), strict=True))
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from mdgru_bids.lesions.metrics import bounding_box
 from mdgru_bids.model.compute import DEFAULT_PRECISION, autocast_dtype
 from mdgru_bids.model.files import Model
 from mdgru_bids.model.normalise import network_input
@@ -60,14 +61,6 @@ def _patches(
             yield box
 
 
-def brain_box(mask: np.ndarray) -> tuple[slice, ...]:
-    """The bounding box of the mask (the whole volume where the mask is empty)."""
-    where = np.argwhere(mask)
-    if where.size == 0:
-        return tuple(slice(0, n) for n in mask.shape)
-    return tuple(slice(a, b) for a, b in zip(where.min(0), where.max(0) + 1, strict=True))
-
-
 @torch.inference_mode()
 def sliding_window(
     network: torch.nn.Module,
@@ -86,7 +79,7 @@ def sliding_window(
     The box is zero-padded up to the patch size where it is smaller.
     """
     mask = mask.astype(bool)
-    box = brain_box(mask)
+    box = bounding_box(mask) if mask.any() else tuple(slice(0, n) for n in mask.shape)
     sub = volume[(slice(None), *box)]
     spatial = sub.shape[1:]
     pad = [(0, 0)] + [(0, max(0, p - n)) for n, p in zip(spatial, patch, strict=True)]

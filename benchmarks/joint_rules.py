@@ -7,8 +7,10 @@ against its truth brought there with the app's own session-to-subject transform,
 
 - ``independent``: each session's own probability;
 - ``mean``: the plain mean of both (the app's joint rule where nothing changed; for two
-  sessions at threshold 0.5 the mean of logits and, voxel by voxel, "the more confident
-  session" give the same mask);
+  sessions at threshold 0.5, voxel by voxel, "the more confident session" gives the same
+  mask);
+- ``logit``: the mean of both sessions' logits (at a threshold other than 0.5 not the same
+  mask as the mean: one very confident session outweighs a hesitant one);
 - ``weighted``: the mean weighted by 1 / acquired voxel volume (finer sessions count more);
 - ``finer``: the finer session's probability for both (ses-01's when equal).
 
@@ -29,6 +31,7 @@ import ants
 import nibabel as nib
 import numpy as np
 from nipype.utils.filemanip import loadpkl
+from scipy.special import expit, logit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -37,7 +40,7 @@ from mdgru_bids.lesions.components import threshold_mask  # noqa: E402
 from mdgru_bids.lesions.longitudinal import acquired_resolution  # noqa: E402
 from mdgru_bids.lesions.metrics import dice  # noqa: E402
 
-RULES = ("independent", "mean", "weighted", "finer")
+RULES = ("independent", "mean", "logit", "weighted", "finer")
 
 
 def pair_rows(root: Path, work: Path) -> dict:
@@ -69,6 +72,7 @@ def pair_rows(root: Path, work: Path) -> dict:
     combined = {
         "independent": probs,
         "mean": [np.mean(probs, axis=0)] * 2,
+        "logit": [expit(np.mean([logit(np.clip(p, 1e-6, 1 - 1e-6)) for p in probs], axis=0))] * 2,
         "weighted": [np.average(probs, axis=0, weights=weights)] * 2,
         "finer": [finer] * 2,
     }

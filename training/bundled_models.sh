@@ -2,16 +2,22 @@
 # How the bundled models are trained: each step is one resumable piece that ends in a model
 # file the next piece starts from (--init-model), so a run can span several sessions or jobs.
 #
-#   training/bundled_models.sh STEP   (base | fold-c07 | fold-c26 | flair | flair-t1w)
+#   training/bundled_models.sh STEP
+#   STEP: base | fold-c07 | fold-c26 | flair, then fold-c07-phantoms | fold-c26-phantoms |
+#         flair-phantoms (the same with the training phantoms), flair-t1w, and last
+#         threshold MODEL (the card's lesion threshold, chosen on calibration phantoms)
 #
 # XS: the Lesjak et al. 2017 cross-sectional cases (CC-BY) with derivatives/manual masks.
 # OUT: models and work folders (checkpoints every 100 iterations; rerun a step to resume).
 # UNTIL: stop this call at that iteration and write the model so far (default: the end).
 # INIT (base only): start from this model file, e.g. training/pieces/base_flair.safetensors
 # where the base's checkpoint is not at hand.
-# ITERATIONS: the length of this step's learning-rate schedule (base 16000, others 4000).
+# ITERATIONS: the length of this step's learning-rate schedule (base 16000, *-phantoms and
+# flair-t1w 1200, others 4000).
+# PHANTOMS / CALIBRATION: the training phantoms (seed 11) and the calibration phantoms
+# (seed 23), made here where missing; evaluation uses seeds 7 and 99, never these.
 set -euo pipefail
-STEP=${1:?base, fold-c07, fold-c26, flair or flair-t1w}
+STEP=${1:?a step: see the top of this file}
 XS=${XS:-../shared/data/ms-crosssectional}
 OUT=${OUT:-$HOME/mdgru-train}
 TRAIN=${TRAIN:-.venv/bin/mdgru-bids-train}
@@ -19,7 +25,13 @@ COMMON=(--patch-size 48 64 80 --batch-size 2 --learning-rate 2e-3
         --validation-fraction 0 --random-seed 0 --no-progress --resume
         --skip-bids-validation --template MNI152NLin2009aSym)
 [ -n "${UNTIL:-}" ] && COMMON+=(--until "$UNTIL")
+PHANTOMS=${PHANTOMS:-$OUT/phantom-train}
+CALIBRATION=${CALIBRATION:-$OUT/phantom-calibration}
+WITH_PHANTOMS=(--add-dataset "$PHANTOMS" "$PHANTOMS/derivatives/truth")
 mkdir -p "$OUT/models"
+phantoms() {  # DIR SEED PARTICIPANTS: the phantom generator's participants, made once
+  [ -d "$1" ] || "$(dirname "$TRAIN")/mdgru-bids-phantom" "$1" --participants "$3" --sessions 2 --seed "$2" --resolution 1
+}
 case $STEP in
   # Synthetic patches from the template anatomy alone: nothing from any real case, so every
   # leave-one-out fold may start from it.
@@ -33,16 +45,37 @@ case $STEP in
   fold-c26) "$TRAIN" "$XS" "$XS/derivatives/manual" "$OUT/models/flair_without_c26.safetensors" \
           --participant-label c07 --init-model "$OUT/models/base_flair.safetensors" \
           --inputs FLAIR "${COMMON[@]}" --iterations "${ITERATIONS:-4000}" -w "$OUT/work-fold-c26" --nprocs 2 ;;
-  # The shipped FLAIR model: the base fine-tuned with both real cases.
+  # The FLAIR model's first piece: the base fine-tuned with both real cases.
   flair) "$TRAIN" "$XS" "$XS/derivatives/manual" "$OUT/models/mdgru_flair.safetensors" \
           --init-model "$OUT/models/base_flair.safetensors" \
           --inputs FLAIR "${COMMON[@]}" --iterations "${ITERATIONS:-4000}" -w "$OUT/work-flair" \
           --nprocs 2 ;;
+  # Each of the three fine-tuned again with the phantom generator's training phantoms added
+  # (each dataset is sampled equally often): without them the models drew many small false
+  # lesions in the phantoms' noisy white matter (training/README.md).
+  fold-c07-phantoms|fold-c26-phantoms)
+      case=${STEP%-phantoms}; case=${case#fold-}; other=$([ "$case" = c07 ] && echo c26 || echo c07)
+      phantoms "$PHANTOMS" 11 3
+      "$TRAIN" "$XS" "$XS/derivatives/manual" "$OUT/models/flair_without_${case}_phantoms.safetensors" \
+          --participant-label "$other" --init-model "$OUT/models/flair_without_${case}.safetensors" \
+          --inputs FLAIR "${COMMON[@]}" "${WITH_PHANTOMS[@]}" --iterations "${ITERATIONS:-1200}" \
+          -w "$OUT/work-$STEP" --nprocs 2 ;;
+  flair-phantoms) phantoms "$PHANTOMS" 11 3
+      "$TRAIN" "$XS" "$XS/derivatives/manual" "$OUT/models/mdgru_flair_phantoms.safetensors" \
+          --init-model "$OUT/models/mdgru_flair.safetensors" --inputs FLAIR "${COMMON[@]}" \
+          "${WITH_PHANTOMS[@]}" --iterations "${ITERATIONS:-1200}" -w "$OUT/work-flair-phantoms" --nprocs 2 ;;
   # The shipped FLAIR+T1w model: the shipped FLAIR model widened to take the T1w too (its
   # weights start at zero: the model begins as the FLAIR model) and trained with synthetic
-  # FLAIR+T1w patches and both real cases.
-  flair-t1w) "$TRAIN" "$XS" "$XS/derivatives/manual" "$OUT/models/mdgru_flair_t1w.safetensors" \
-          --init-model "$OUT/models/mdgru_flair.safetensors" --inputs FLAIR T1w "${COMMON[@]}" \
-          --iterations "${ITERATIONS:-2000}" -w "$OUT/work-flair-t1w" --nprocs 2 ;;
+  # FLAIR+T1w patches, both real cases and the training phantoms.
+  flair-t1w) phantoms "$PHANTOMS" 11 3
+      "$TRAIN" "$XS" "$XS/derivatives/manual" "$OUT/models/mdgru_flair_t1w.safetensors" \
+          --init-model "$OUT/models/mdgru_flair_phantoms.safetensors" --inputs FLAIR T1w "${COMMON[@]}" \
+          "${WITH_PHANTOMS[@]}" --iterations "${ITERATIONS:-1200}" -w "$OUT/work-flair-t1w" --nprocs 2 ;;
+  # The lesion threshold of a finished model, chosen on calibration phantoms and written
+  # into its card; folds are calibrated the same way before they are scored.
+  threshold) phantoms "$CALIBRATION" 23 2
+      "$(dirname "$TRAIN")/python" "$(dirname "$0")/../benchmarks/choose_threshold.py" \
+          --model "${2:?threshold needs a model file}" --phantom "$CALIBRATION" \
+          --work "$OUT/work-threshold" --write-card ;;
   *) echo "unknown step $STEP" >&2; exit 64 ;;
 esac

@@ -12,7 +12,7 @@ neighbours), and the largest change relative to "as given" at the same overlap (
 unless --overlap-fraction says otherwise). The issue's bar: at most 5 %.
 
 Usage: python benchmarks/invariance.py --model M.safetensors --flair F.nii.gz --mask M.nii.gz
-       [--patch-sizes 48 64 96] [--overlap-fraction F] [--json FILE]
+       [--patch-sizes 48 64 96] [--overlap-fraction F] [--tta] [--json FILE]
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ def main() -> None:
         "--overlap-fraction", type=float,
         help="patch overlap as a fraction of its side, 0 to below 1 (default: the card's)",
     )  # fmt: skip
+    parser.add_argument("--tta", action="store_true", help="average over mirror images (--tta)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -98,7 +99,7 @@ def main() -> None:
     def volume(xx: np.ndarray, mm: np.ndarray, side: int) -> dict[str, float]:
         overlap = round(side * fraction)
         prob = sliding_window(
-            model.network, xx, mm, (side,) * 3, (overlap,) * 3, torch.device("cpu")
+            model.network, xx, mm, (side,) * 3, (overlap,) * 3, torch.device("cpu"), tta=args.tta
         )
         return lesion_ml(prob, threshold, fewest)
 
@@ -111,7 +112,8 @@ def main() -> None:
             rows[f"patch {side}"] = volume(x, mask, side)
     reference = rows["as given"]
     print(f"{args.model.name} on {args.flair.name} (card patch {patch}, overlap "
-          f"{fraction:g} of the side): lesion volume, mask and partial")  # fmt: skip
+          f"{fraction:g} of the side{', mirror images averaged' if args.tta else ''}): "
+          "lesion volume, mask and partial")  # fmt: skip
     worst = {}
     for way, ref in reference.items():
         spread = max(abs(r[way] - ref) for r in rows.values())
@@ -124,7 +126,7 @@ def main() -> None:
           f"({time.perf_counter() - start:.0f} s)")  # fmt: skip
     if args.json:
         result = {"model": args.model.name, "image": args.flair.name,
-                  "overlap_fraction": fraction, "lesion_ml": rows}  # fmt: skip
+                  "overlap_fraction": fraction, "tta": args.tta, "lesion_ml": rows}  # fmt: skip
         result["largest_change_percent"] = worst
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 

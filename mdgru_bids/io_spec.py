@@ -47,7 +47,7 @@ CHANGE_DICTIONARY = {
         "Description": "Change of a group of overlapping lesions between consecutive sessions",
         "Levels": {
             "new": "no earlier lesion, and the earlier session shows clearly none there "
-            "(low lesion probability, FLAIR rose)",
+            "(low lesion probability, FLAIR rose more than around it)",
             "resolved": "no later lesion, and the later session shows clearly none there",
             "enlarging": "partial volume grew, with that evidence in the grown voxels",
             "shrinking": "partial volume shrank, with that evidence in the lost voxels",

@@ -121,6 +121,24 @@ def test_growth_is_enlarging_only_in_the_grown_voxels() -> None:
     assert abs((enlarging.current_mm3 - enlarging.previous_mm3) / true_growth - 0.95) < 0.1
 
 
+def test_a_brighter_neighbourhood_is_no_evidence_of_growth() -> None:
+    """A rescan's smooth bias field brightens a lesion's edge and the tissue around it alike;
+    the network draws the lesion larger. The FLAIR rose in the 'grown' voxels, but no more
+    than around them: stable. The same rise confined to the grown voxels is growth."""
+    first = _session([STEADY, ((28, 28, 20), 3.0, 0.95)], 0)
+    _, prob, z = _session([STEADY, ((28, 28, 20), 3.0, 0.95)], 1)
+    prob = np.maximum(prob, 0.95 * _ball((28, 28, 20), 4.5))
+    grown = (prob > 0.5) & (first[1] < 0.2)
+    field = 1.5 * np.exp(-((np.indices(SHAPE) - np.array([28, 28, 20])[:, None, None, None]) ** 2
+                           ).sum(axis=0) / (2 * 8.0**2))  # fmt: skip
+    brighter = (label_lesions(prob > 0.5, 3)[0], prob, z + field.astype(np.float32))
+    assert (brighter[2] - first[2])[grown].mean() >= Evidence().min_flair_change
+    groups, dseg = _decide(first, brighter)
+    assert {g.change for g in groups} == {STABLE} and not (dseg == ENLARGING).any()
+    grew = (brighter[0], prob, z + np.where(grown, 1.5 * 2, 0.0).astype(np.float32))
+    assert ENLARGING in {g.change for g in _decide(first, grew)[0]}
+
+
 def test_three_sessions_a_dip_at_the_second_is_neither_resolved_nor_new() -> None:
     dip = ((28, 28, 20), 3.0, 0.3)
     sessions = [_session([STEADY, NEAR_THRESHOLD], 0), _session([STEADY, dip], 1),

@@ -185,8 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="evidence",
         help="evidence (default): a lesion is new, enlarging, shrinking or resolved only where "
         "the other session clearly shows it was not (or is no longer) there: low lesion "
-        "probability and a FLAIR rise (fall); difference: the thresholded masks differenced, "
-        "as most tools do (for comparison; flickers on rescans)",
+        "probability and a FLAIR rise (fall) beyond that of the tissue around it; difference: "
+        "the thresholded masks differenced, as most tools do (for comparison; flickers on "
+        "rescans)",
     )
     model.add_argument(
         "--sessions",

@@ -99,17 +99,10 @@ def _classify(before: float, after: float, had: bool, has: bool, t: ChangeThresh
     return STABLE
 
 
-def change_map(
-    previous: np.ndarray,
-    current: np.ndarray,
-    groups: list[LesionGroup],
-    absent_before: np.ndarray | None = None,
-    absent_now: np.ndarray | None = None,
-) -> np.ndarray:
-    """The voxel-level change labels (uint8) implied by classified lesion groups.
-
-    Only voxels ``absent_before`` (default: outside the earlier lesions) can be the grown part
-    of an enlarging group, and only voxels ``absent_now`` the lost part of a shrinking one."""
+def change_map(previous: np.ndarray, current: np.ndarray, groups: list[LesionGroup]) -> np.ndarray:
+    """The voxel-level change labels (uint8) implied by classified lesion groups: the grown
+    part of an enlarging group is its voxels outside the earlier lesions, the lost part of a
+    shrinking one its earlier voxels outside the current lesions."""
     curr_class = np.zeros(int(current.max()) + 1, dtype=np.uint8)
     prev_class = np.zeros(int(previous.max()) + 1, dtype=np.uint8)
     for g in groups:
@@ -120,9 +113,8 @@ def change_map(
     out = np.zeros(current.shape, dtype=np.uint8)
     out[now > 0] = STABLE
     out[now == NEW] = NEW
-    grown = previous == 0 if absent_before is None else absent_before
-    out[(now == ENLARGING) & grown] = ENLARGING
+    out[(now == ENLARGING) & (previous == 0)] = ENLARGING
     lost = (current == 0) & (previous > 0)
-    out[lost & (before == SHRINKING) & (True if absent_now is None else absent_now)] = SHRINKING
+    out[lost & (before == SHRINKING)] = SHRINKING
     out[lost & (before == RESOLVED)] = RESOLVED
     return out

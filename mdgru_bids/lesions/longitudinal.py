@@ -7,7 +7,9 @@ Here a matched group of lesions (change.match_lesions, in one subject space) is 
 * new when the earlier session gives clear evidence the lesion was not there: its lesion
   probability stays below ``Evidence.absent`` over the lesion's voxels (hysteresis: lesions
   are drawn at the lesion threshold, absence needs the much lower one) and the FLAIR rose
-  there by at least ``Evidence.min_flair_change`` (robust z units);
+  there by at least ``Evidence.min_flair_change`` (robust z units), and by as much more than
+  it rose in the lesion-free tissue around it (``RING_REACH``): a rescan's smooth bias field,
+  or an edge blurred differently by another slice thickness, brightens the surroundings too;
 * resolved with the symmetric evidence (probability now below ``absent``, FLAIR fell);
   the FLAIR of two sessions is compared at the coarser session's resolution (the finer one
   blurred to match, ``matched_z``), so a small lesion blurred away by thick slices did not
@@ -51,6 +53,9 @@ from mdgru_bids.lesions.components import STRUCTURE, label_lesions
 
 #: How far (voxels) a lesion's partial volume reaches beyond its thresholded voxels.
 PARTIAL_VOLUME_REACH = 1
+#: The lesion-free tissue whose FLAIR change a lesion's is measured against: voxels more than
+#: PARTIAL_VOLUME_REACH and at most RING_REACH voxels from the group's lesions.
+RING_REACH = 3
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,8 @@ class Evidence:
 
     absent: float = 0.2  # lesion probability below which a voxel is clearly not lesion
     absent_quantile: float = 0.9  # this share of the lesion's voxels must be below ``absent``
-    min_flair_change: float = 1.0  # mean FLAIR change over the changed voxels, robust z
+    min_flair_change: float = 1.0  # mean FLAIR change over the changed voxels, robust z,
+    # both as it is and beyond the mean change of the lesion-free tissue around them
 
 
 #: Evidence per --change-rule: differencing asks for none (every voxel counts as absent).
@@ -128,16 +134,21 @@ def decide_change(
         others = ((previous[box] > 0) & ~was) | ((current[box] > 0) & ~now)
         grown = ndimage.binary_dilation(was | now, STRUCTURE, PARTIAL_VOLUME_REACH)
         footprint = grown & ~others  # the same voxels measured in both sessions
+        ring = ndimage.binary_dilation(was | now, STRUCTURE, RING_REACH) & ~grown
+        ring &= (previous[box] == 0) & (current[box] == 0)
+        if brains is not None:
+            ring &= brains[0][box] & brains[1][box]
+        around = float(rise[box][ring].mean()) if ring.any() else 0.0
         before = float(previous_prob[box][footprint].sum()) * voxel_mm3
         after = float(current_prob[box][footprint].sum()) * voxel_mm3
-        change = _decide(g, before, after, was, now, box, rise, absent_before, absent_now,
-                         thresholds, evidence)  # fmt: skip
+        change = _decide(g, before, after, was, now, rise[box], around, absent_before[box],
+                         absent_now[box], thresholds, evidence)  # fmt: skip
         if (change == NEW and earlier is not None and earlier[box][now].any()) or (
             change == RESOLVED and later is not None and later[box][was].any()
         ):
             change = STABLE
         decided.append(LesionGroup(g.previous, g.current, before, after, change))
-    return decided, change_map(previous, current, decided, absent_before, absent_now)
+    return decided, change_map(previous, current, decided)
 
 
 def _decide(
@@ -146,38 +157,42 @@ def _decide(
     after: float,
     was: np.ndarray,
     now: np.ndarray,
-    box: tuple[slice, ...],
     rise: np.ndarray,
+    around: float,
     absent_before: np.ndarray,
     absent_now: np.ndarray,
     thresholds: ChangeThresholds,
     evidence: Evidence,
 ) -> int:
-    """The group's class: a change only where both sessions' evidence agrees."""
+    """The group's class: a change only where both sessions' evidence agrees. All arrays are
+    cut to the group's box; ``around``: the FLAIR rise of the group's surroundings."""
 
     def clearly_absent(absent: np.ndarray, voxels: np.ndarray) -> bool:
-        return float(np.mean(absent[box][voxels])) >= evidence.absent_quantile
+        return float(np.mean(absent[voxels])) >= evidence.absent_quantile
 
     def flair_moved(voxels: np.ndarray, sign: float) -> bool:
-        return voxels.any() and sign * float(rise[box][voxels].mean()) >= evidence.min_flair_change
+        if not voxels.any():
+            return False
+        moved = sign * float(rise[voxels].mean())
+        return min(moved, moved - sign * around) >= evidence.min_flair_change
 
     if not g.previous:
         return NEW if clearly_absent(absent_before, now) and flair_moved(now, 1.0) else STABLE
     if not g.current:
         return RESOLVED if clearly_absent(absent_now, was) and flair_moved(was, -1.0) else STABLE
     enough = max(thresholds.min_change_mm3, thresholds.min_change_fraction * before)
-    if after - before >= enough and flair_moved(now & absent_before[box], 1.0):
+    if after - before >= enough and flair_moved(now & absent_before, 1.0):
         return ENLARGING
-    if before - after >= enough and flair_moved(was & absent_now[box], -1.0):
+    if before - after >= enough and flair_moved(was & absent_now, -1.0):
         return SHRINKING
     return STABLE
 
 
 def _boxes(previous: np.ndarray, current: np.ndarray):
-    """A function giving the bounding box (grown by the partial-volume reach) of a group."""
+    """A function giving the bounding box (grown by the ring's reach) of a group."""
     prev_obj = ndimage.find_objects(previous)
     curr_obj = ndimage.find_objects(current)
-    reach = PARTIAL_VOLUME_REACH + 1
+    reach = RING_REACH + 1
 
     def box(g: LesionGroup) -> tuple[slice, ...]:
         slices = [prev_obj[i - 1] for i in g.previous] + [curr_obj[i - 1] for i in g.current]

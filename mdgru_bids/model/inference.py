@@ -61,7 +61,6 @@ def _patches(
             yield box
 
 
-@torch.inference_mode()
 def sliding_window(
     network: torch.nn.Module,
     volume: np.ndarray,
@@ -72,12 +71,40 @@ def sliding_window(
     precision: str = DEFAULT_PRECISION,
     batch_size: int = 1,
     progress: bool = False,
+    tta: bool = False,
 ) -> np.ndarray:
     """Lesion (class 1) probability of a (C, X, Y, Z) volume; zero outside patches on the mask
-    and outside the mask's bounding box.
+    and outside the mask's bounding box. The box is zero-padded up to the patch size where it
+    is smaller.
 
-    The box is zero-padded up to the patch size where it is smaller.
+    With ``tta`` the probabilities are averaged over the volume and its mirror images along
+    each axis (TTA_FLIPS), at four times the cost.
     """
+    total = np.zeros(mask.shape, np.float32)
+    flips = TTA_FLIPS if tta else ((),)
+    for axes in flips:
+        prob = _one_pass(
+            network,
+            np.ascontiguousarray(np.flip(volume, [a + 1 for a in axes])),
+            np.ascontiguousarray(np.flip(mask, axes)),
+            patch, overlap, device, precision, batch_size, progress,
+        )  # fmt: skip
+        total += np.flip(prob, axes)
+    return total / len(flips)
+
+
+@torch.inference_mode()
+def _one_pass(
+    network: torch.nn.Module,
+    volume: np.ndarray,
+    mask: np.ndarray,
+    patch: tuple[int, ...],
+    overlap: tuple[int, ...],
+    device: torch.device,
+    precision: str,
+    batch_size: int,
+    progress: bool,
+) -> np.ndarray:
     mask = mask.astype(bool)
     box = bounding_box(mask) if mask.any() else tuple(slice(0, n) for n in mask.shape)
     sub = volume[(slice(None), *box)]
@@ -116,26 +143,19 @@ def segment(
     progress: bool = False,
     tta: bool = False,
 ) -> np.ndarray:
-    """Lesion probability of one session: images in the order of ``model.inputs``.
-
-    With ``tta`` the probabilities are averaged over the image and its mirror images along
-    each axis (TTA_FLIPS), at four times the cost.
-    """
+    """Lesion probability of one session: images in the order of ``model.inputs``; ``tta``:
+    averaged over mirror images too (sliding_window)."""
     if len(images) != len(model.inputs):
         raise ValueError(f"the model takes {model.inputs}, got {len(images)} images")
     volume = network_input(images, mask, zooms, model.card["normalisation"].get("highpass_mm"))
-    total = np.zeros(mask.shape, np.float32)
-    flips = TTA_FLIPS if tta else ((),)
-    for axes in flips:
-        prob = sliding_window(
-            model.network,
-            np.ascontiguousarray(np.flip(volume, [a + 1 for a in axes])),
-            np.ascontiguousarray(np.flip(mask, axes)),
-            tuple(model.card["patch_size"]),
-            tuple(model.card["overlap"]),
-            torch.device(device),
-            precision,
-            progress=progress,
-        )
-        total += np.flip(prob, axes)
-    return total / len(flips)
+    return sliding_window(
+        model.network,
+        volume,
+        mask,
+        tuple(model.card["patch_size"]),
+        tuple(model.card["overlap"]),
+        torch.device(device),
+        precision,
+        progress=progress,
+        tta=tta,
+    )

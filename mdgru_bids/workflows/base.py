@@ -9,7 +9,7 @@ from nipype.utils.filemanip import ensure_list
 from mdgru_bids.collect import Subject
 from mdgru_bids.interfaces.ants import ApplyTransforms
 from mdgru_bids.interfaces.lesions import LesionTable, SubjectLesions
-from mdgru_bids.lesions.longitudinal import CHANGE_RULES
+from mdgru_bids.lesions.longitudinal import CHANGE_RULES, RING_REACH
 from mdgru_bids.workflows.anatomical import init_anat_preproc_wf
 from mdgru_bids.workflows.config import WorkflowConfig
 from mdgru_bids.workflows.outputs import init_session_outputs_wf, init_subject_outputs_wf
@@ -204,8 +204,10 @@ _EVIDENCE_DESC = (
     "lesion is new, and one without a later lesion resolved, only where the other session's "
     "lesion probability stayed below {e.absent} over at least {e.absent_quantile:.0%} of the "
     "lesion's voxels and the FLAIR (robust z-score in the brain) rose, or fell, there by at "
-    "least {e.min_flair_change} on average, the two FLAIR images compared at the coarser "
-    "session's resolution (the finer one blurred to match) and a voxel outside a session's "
+    "least {e.min_flair_change} on average, and by as much more than in the lesion-free "
+    f"tissue up to {RING_REACH} voxels around the group, the two FLAIR images compared at the "
+    "coarser session's resolution (the finer one blurred to match) and a voxel outside a "
+    "session's "
     "brain mask never counting as absent there; a group is enlarging or shrinking when its partial "
     "volume changed by at least {t.min_change_mm3} mm³ and by at least "
     "{t.min_change_fraction:.0%} of the earlier volume, with that evidence in the grown or lost "

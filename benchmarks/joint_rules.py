@@ -12,6 +12,8 @@ against its truth brought there with the app's own session-to-subject transform,
 - ``logit``: the mean of both sessions' logits (at a threshold other than 0.5 not the same
   mask as the mean: one very confident session outweighs a hesitant one);
 - ``weighted``: the mean weighted by 1 / acquired voxel volume (finer sessions count more);
+- ``inverse-square``: weighted by 1 / (acquired voxel volume)², the app's joint rule
+  (``longitudinal.session_weights``; 1 mm counts 9 times as much as 3 mm slices);
 - ``finer``: the finer session's probability for both (ses-01's when equal).
 
 Why: the joint rule must not lower a session's Dice below its independent answer; this shows
@@ -37,10 +39,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mdgru_bids.lesions.components import threshold_mask  # noqa: E402
-from mdgru_bids.lesions.longitudinal import acquired_resolution  # noqa: E402
+from mdgru_bids.lesions.longitudinal import acquired_resolution, session_weights  # noqa: E402
 from mdgru_bids.lesions.metrics import dice  # noqa: E402
 
-RULES = ("independent", "mean", "logit", "weighted", "finer")
+RULES = ("independent", "mean", "logit", "weighted", "inverse-square", "finer")
 
 
 def pair_rows(root: Path, work: Path) -> dict:
@@ -50,12 +52,13 @@ def pair_rows(root: Path, work: Path) -> dict:
     space = wf / "subject_space_wf" / "subject_space"
     inputs = loadpkl(wf / "subject_lesions" / "_inputs.pklz")
     reference = ants.image_read(str(space / "reference.nii.gz"))
-    probs, truths, volumes = [], [], []
+    probs, truths, volumes, resolutions = [], [], [], []
     for k in range(2):
         img = nib.load(inputs["probseg"][k])
         probs.append(np.asarray(img.dataobj, dtype=np.float32))
         native = nib.load(inputs["native_flair"][k]).affine
-        volumes.append(float(np.prod(acquired_resolution(native, img.affine))))
+        resolutions.append(tuple(acquired_resolution(native, img.affine)))
+        volumes.append(float(np.prod(resolutions[-1])))
         ses = f"ses-{k + 1:02d}"
         truth = ants.image_read(str(
             root / f"pair-{work.name.removeprefix('work-')}" / "derivatives" / "truth"
@@ -74,6 +77,7 @@ def pair_rows(root: Path, work: Path) -> dict:
         "mean": [np.mean(probs, axis=0)] * 2,
         "logit": [expit(np.mean([logit(np.clip(p, 1e-6, 1 - 1e-6)) for p in probs], axis=0))] * 2,
         "weighted": [np.average(probs, axis=0, weights=weights)] * 2,
+        "inverse-square": [np.average(probs, axis=0, weights=session_weights(resolutions))] * 2,
         "finer": [finer] * 2,
     }
     row: dict = {"acquired_voxel_mm3": [round(v, 2) for v in volumes]}

@@ -229,16 +229,17 @@ def test_jointly_a_real_new_lesion_stays_new_and_only_at_its_session() -> None:
     assert (dseg == NEW).sum() == (second[0] == second[0][28, 28, 20]).sum()
 
 
-def test_jointly_a_thick_slice_session_weighs_as_much_as_a_fine_one() -> None:
-    """Weighting by 1 / acquired voxel volume lowered both sessions' Dice on the 3 mm rescan
-    pairs of the shared cases, so the mean is plain."""
+def test_jointly_a_thick_slice_session_weighs_a_ninth_of_a_fine_one() -> None:
+    """Weights 1 / (acquired voxel volume)²: 3 mm slices against 1 mm count 1 : 9, sessions of
+    one resolution equally."""
     first, second = _session([STEADY, LESION], 0), _session([STEADY, LESION], 1)
     second = (second[0], 0.5 * second[1], second[2])
-    joint = _subject([first, second], resolutions=[(1.0, 1.0, 1.0), (1.0, 1.0, 3.0)])
     centre = (12, 12, 20)
-    expected = (first[1][centre] + second[1][centre]) / 2
-    assert joint.prob[0][centre] == joint.prob[1][centre]
-    assert abs(joint.prob[0][centre] - expected) < 1e-6
+    for resolution, weight in (((1.0, 1.0, 3.0), 1 / 9), ((1.0, 1.0, 1.0), 1.0)):
+        joint = _subject([first, second], resolutions=[(1.0, 1.0, 1.0), resolution])
+        expected = (first[1][centre] + weight * second[1][centre]) / (1 + weight)
+        assert joint.prob[0][centre] == joint.prob[1][centre]
+        assert abs(joint.prob[0][centre] - expected) < 1e-6
 
 
 SMALL = ((28, 28, 20), 1.3, 0.9)  # 7 voxels
@@ -259,9 +260,10 @@ def test_a_small_lesion_blurred_by_thick_slices_has_not_resolved_but_a_gone_one_
     assert changes(blurred, None) == [STABLE, RESOLVED]  # compared as if both were 1 mm
     assert changes(blurred, thick) == [STABLE, STABLE]
     assert changes(gone, thick) == [STABLE, RESOLVED]
-    # jointly the gone lesion keeps its own answers; the blurred one fades at both sessions
+    # jointly the gone lesion keeps its own answers; the blurred one is kept at both sessions,
+    # as the 1 mm session, which counts 9 times as much, shows it
     assert changes(gone, thick, consistent=True) == [STABLE, RESOLVED]
-    assert changes(blurred, thick, consistent=True) == [STABLE]
+    assert changes(blurred, thick, consistent=True) == [STABLE, STABLE]
 
 
 def test_a_lesion_outside_the_other_sessions_brain_mask_has_not_resolved() -> None:

@@ -194,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("joint", "independent"),
         default="joint",
         help="joint (default): where no lesion changed, every session's lesion probability is "
-        "the mean of all sessions', so unchanged lesions have one volume; independent: each "
+        "the mean of all sessions' (weighted by 1 / acquired voxel volume squared), so "
+        "unchanged lesions have one volume; independent: each "
         "session thresholded on its own",
     )
 

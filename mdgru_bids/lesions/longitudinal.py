@@ -21,8 +21,9 @@ Here a matched group of lesions (change.match_lesions, in one subject space) is 
 
 All sessions of a subject are decided together (``subject_lesions``): a lesion seen at an
 earlier session is never new, one seen again later has not resolved; and, jointly segmented,
-every session's probability outside the lesions that changed is the mean of all sessions', so
-an unchanged lesion has one extent and one volume however each session was acquired.
+every session's probability outside the lesions that changed is the mean of all sessions'
+(finer sessions weigh more, ``session_weights``), so an unchanged lesion has one extent and
+one volume however each session was acquired.
 
 Volumes are partial volumes: the sum of the lesion probability over the lesion's voxels and
 their immediate neighbours, times the voxel volume, on the one subject-space grid (a group:
@@ -249,6 +250,15 @@ def matched_z(
     return out
 
 
+def session_weights(resolutions: list[tuple[float, float, float]]) -> np.ndarray:
+    """Each session's weight in the joint probability: 1 / (acquired voxel volume)², so 1 mm
+    counts 9 times as much as 3 mm slices. Thick slices blur a lesion's probability by about
+    the square of the slice thickness; equal weights lost the small lesions of c07's 1 mm
+    session to its 3 mm rescan (benchmarks/joint_rules.py)."""
+    volume = np.prod(np.asarray(resolutions, dtype=float), axis=1)
+    return 1.0 / volume**2
+
+
 @dataclass
 class LongitudinalLesions:
     """Every session's lesion probability and labels, and the change between consecutive
@@ -271,19 +281,17 @@ def subject_lesions(
     """Lesions of all of a subject's sessions and their change.
 
     Consistent (the default): where no change is found, every session's probability is the
-    mean of all sessions' probabilities, so a lesion that did not change has one
-    answer at every session (its volume repeats) and each session's noise averages out; in the
-    footprint of a lesion group that changed, each session keeps its own probability. Change
-    is decided from the independent answers, then again from the consistent ones.
+    mean of all sessions' probabilities (``session_weights``), so a lesion that did not change
+    has one answer at every session (its volume repeats) and each session's noise averages out;
+    in the footprint of a lesion group that changed, each session keeps its own probability.
+    Change is decided from the independent answers, then again from the consistent ones.
     """
     probs = [s.prob for s in sessions]
     labels = [label_lesions(p > threshold, min_voxels)[0] for p in probs]
     changes = _changes(labels, probs, sessions, voxel_size, thresholds, evidence)
     if consistent and len(sessions) > 1:
         changed = _changed_footprint(labels, changes)
-        # Equal weights: weighting by 1 / acquired voxel volume (3:1 for 1 mm against 3 mm
-        # slices) gave both sessions of the c07 and c26 3 mm rescan pairs a lower Dice.
-        mean = np.mean(probs, axis=0)
+        mean = np.average(probs, axis=0, weights=session_weights([s.resolution for s in sessions]))
         probs = [np.where(changed, p, mean).astype(np.float32) for p in probs]
         labels = [label_lesions(p > threshold, min_voxels)[0] for p in probs]
         changes = _changes(labels, probs, sessions, voxel_size, thresholds, evidence)

@@ -222,8 +222,8 @@ _DIFFERENCE_DESC = (
 _JOINT_DESC = (
     "Sessions were segmented jointly: outside the lesion groups found changed (grown by two "
     "voxels), every session's lesion probability was replaced by the mean of all sessions' "
-    "probabilities, and lesions and change were then drawn again from these probabilities, "
-    "so a lesion that did not change has the same extent and volume at every session. A lesion "
-    "seen at an earlier session was never called new, nor one seen again at a later session "
-    "resolved."
+    "probabilities, each weighted by 1 / (its acquired voxel volume)², and lesions and change "
+    "were then drawn again from these probabilities, so a lesion that did not change has the "
+    "same extent and volume at every session. A lesion seen at an earlier session was never "
+    "called new, nor one seen again at a later session resolved."
 )

@@ -35,7 +35,14 @@ from mdgru_bids.model.network import (
     widen_inputs,
 )
 from mdgru_bids.model.normalise import network_input
-from mdgru_bids.model.training import Case, TrainConfig, sample_batch, train
+from mdgru_bids.model.training import (
+    Case,
+    TrainConfig,
+    consistency_loss,
+    sample_batch,
+    shifted_views,
+    train,
+)
 from tests.synthetic import blob_case
 
 TINY = NetworkConfig(
@@ -183,11 +190,30 @@ def test_every_dataset_is_sampled_equally_often() -> None:
     assert 0.4 < from_real < 0.6  # uniform over cases would give 0.25
 
 
-def test_training_resumes_exactly_from_a_checkpoint(tmp_path: Path) -> None:
+def test_consistency_is_zero_only_for_an_answer_that_ignores_the_voxels_place_in_its_patch() -> (
+    None
+):
+    x = torch.randn(2, 1, 40, 40, 40)
+    y = (x[:, 0] > 1).long()
+    views, labels = shifted_views(x, y, (8, 16, 8))
+    assert views.shape == (4, 1, 32, 24, 32) and labels.shape == (4, 32, 24, 32)
+    shared = x[:, :, 8:32, 16:24, 8:32]
+    assert torch.equal(views[:2, :, 8:, 16:, 8:], shared)
+    assert torch.equal(views[2:, :, :24, :8, :24], shared)
+    voxelwise = torch.cat([-views, views], dim=1)  # each voxel's answer from its own value
+    assert consistency_loss(voxelwise, (8, 16, 8)) == 0
+    place = torch.arange(32.0)[None, None, :, None, None].expand_as(views)
+    assert consistency_loss(torch.cat([-place, place], dim=1), (8, 16, 8)) > 0.01
+
+
+@pytest.mark.parametrize("consistency", [0.0, 10.0])
+def test_training_resumes_exactly_from_a_checkpoint(tmp_path: Path, consistency: float) -> None:
     cases = [blob_case(2, side=24)]
+    side = 24 if consistency else 8  # the shifted views of a patch need room to overlap
     cfg = TrainConfig(
-        iterations=6, batch_size=1, patch_size=(8, 8, 8), precision="float32", checkpoint_every=3
-    )
+        iterations=6, batch_size=1, patch_size=(side,) * 3, precision="float32",
+        checkpoint_every=3, consistency=consistency,
+    )  # fmt: skip
     dropconnect = NetworkConfig(**{**TINY.to_dict(), "dropconnect": 0.3})
     torch.manual_seed(1)
     straight = build_network(dropconnect)

@@ -124,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--lesion-fraction", type=float, default=0.5, help="share of patches centred on lesions"
     )
     parser.add_argument(
+        "--consistency", type=float, default=0.0, metavar="WEIGHT",
+        help="weight of a term that asks two overlapping, shifted crops of each patch for the "
+        "same answer where they overlap, so the answer does not depend on where the tiles of "
+        "inference fall (default 0: off)",
+    )  # fmt: skip
+    parser.add_argument(
         "--validation-fraction",
         type=float,
         default=0.2,
@@ -198,6 +204,7 @@ def _main(argv: Sequence[str] | None) -> int:
         validate_every=args.validate_every,
         validation_patch_size=(args.inference_patch_size,) * 3,
         workers=args.workers if args.workers is not None else int(args.synth > 0),
+        consistency=args.consistency,
     )
     source = batch_source(args, cfg, train_s, files)
     prep_seconds = time.perf_counter() - start
@@ -395,6 +402,8 @@ def check_paths(args: argparse.Namespace, datasets: list[tuple[Path, Path]]) -> 
         raise UsageError("--validation-fraction must be in [0, 1)")
     if not 0 <= args.synth <= 1:
         raise UsageError("--synth must be in [0, 1]")
+    if args.consistency < 0:
+        raise UsageError("--consistency must be at least 0")
     model_out.parent.mkdir(parents=True, exist_ok=True)
     return model_out
 
@@ -429,6 +438,11 @@ def network_config(args: argparse.Namespace, init: Model | None = None) -> Netwo
                 f"JSON file ({err})"
             ) from None
         config = replace(config, in_channels=channels)
+    if args.consistency and 8 % config.divisor:
+        raise UsageError(
+            f"--consistency shifts patches by multiples of 8 voxels; this network needs "
+            f"multiples of {config.divisor}"
+        )
     for side in (*args.patch_size, args.inference_patch_size):
         if side % config.divisor:
             raise UsageError(

@@ -51,6 +51,8 @@ class TrainConfig:
     intensity: float = 0.1
     noise: float = 0.05
     workers: int = 0  # processes that make batches ahead of the training step (0: inline)
+    consistency: float = 0.0  # weight of the tile-consistency term (consistency_loss); 0: off
+    consistency_shift: int = 16  # the two views of a patch are 8 to this many voxels apart
 
 
 @dataclass
@@ -182,6 +184,42 @@ def augment(
     return x, y.round().long()
 
 
+def shifted_views(
+    x: torch.Tensor, y: torch.Tensor, shifts: tuple[int, ...]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two overlapping crops of every patch, the second ``shifts`` voxels further along each
+    axis, stacked: (2N, ...). A voxel of the overlap sits at another place in each crop, as it
+    does in the overlapping tiles of inference."""
+    first = tuple(slice(0, n - d) for n, d in zip(x.shape[2:], shifts, strict=True))
+    second = tuple(slice(d, n) for n, d in zip(x.shape[2:], shifts, strict=True))
+    return (
+        torch.cat([x[(..., *first)], x[(..., *second)]]),
+        torch.cat([y[(..., *first)], y[(..., *second)]]),
+    )
+
+
+def consistency_loss(logits: torch.Tensor, shifts: tuple[int, ...]) -> torch.Tensor:
+    """Mean squared difference of the lesion probability that the two views of
+    ``shifted_views`` give the voxels they share: the network's answer should not depend on
+    where a voxel sits in its patch (a recurrent network's does unless trained so)."""
+    p = torch.softmax(logits.float(), dim=1)[:, 1]
+    n = p.shape[0] // 2
+    in_first = tuple(slice(d, None) for d in shifts)
+    in_second = tuple(slice(0, m - d) for m, d in zip(p.shape[1:], shifts, strict=True))
+    return ((p[:n][(..., *in_first)] - p[n:][(..., *in_second)]) ** 2).mean()
+
+
+def _shifts(cfg: TrainConfig, iteration: int, side: int) -> tuple[int, ...]:
+    """The views' offset of one iteration, in steps of 8 voxels (a multiple of the bundled
+    networks' down-sampling), below half the patch ``side`` so the views overlap: the same
+    after any resume."""
+    most = min(cfg.consistency_shift, (side - 1) // 2) // 8
+    if most < 1:
+        raise ValueError(f"the consistency term needs patches of at least 24 voxels, not {side}")
+    steps = np.random.default_rng([cfg.seed, iteration, 1]).integers(1, most + 1, 3)
+    return tuple(int(v) * 8 for v in steps)
+
+
 def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Cross-entropy plus soft Dice of the lesion class (over the whole batch)."""
     logits = logits.float()
@@ -237,9 +275,14 @@ def train(
     clock = time.perf_counter()
     for x, y in _batches(source, history.iteration, stop, cfg.workers):
         x, y = x.to(device), y.to(device)
+        if cfg.consistency:
+            shifts = _shifts(cfg, history.iteration, min(x.shape[2:]))
+            x, y = shifted_views(x, y, shifts)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             logits = network(x)
         loss = loss_fn(logits, y)
+        if cfg.consistency:
+            loss = loss + cfg.consistency * consistency_loss(logits, shifts)
         for group in optimiser.param_groups:
             group["lr"] = cfg.learning_rate * (1 - history.iteration / cfg.iterations) ** 0.9
         optimiser.zero_grad(set_to_none=True)

@@ -82,6 +82,8 @@ def training_card(
             "batch_size": cfg.batch_size,
             "patch_size": list(cfg.patch_size),
             "learning_rate": cfg.learning_rate,
+            "consistency": cfg.consistency,
+            "consistency_shift": cfg.consistency_shift,
             "seed": cfg.seed,
             "precision": cfg.precision,
             "device": str(device),

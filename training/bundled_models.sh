@@ -5,7 +5,8 @@
 #   training/bundled_models.sh STEP
 #   STEP: base | fold-c07 | fold-c26 | flair, then fold-c07-phantoms | fold-c26-phantoms |
 #         flair-phantoms (the same with the training phantoms), flair-t1w, and last
-#         threshold MODEL (the card's lesion threshold, chosen on calibration phantoms)
+#         threshold MODEL (the card's lesion threshold, chosen on calibration phantoms);
+#         experiment: fold-c07-consistency | fold-c26-consistency (CONSISTENCY: its weight)
 #
 # XS: the Lesjak et al. 2017 cross-sectional cases (CC-BY) with derivatives/manual masks.
 # OUT: models and work folders (checkpoints every 100 iterations; rerun a step to resume).
@@ -71,6 +72,15 @@ case $STEP in
       "$TRAIN" "$XS" "$XS/derivatives/manual" "$OUT/models/mdgru_flair_t1w.safetensors" \
           --init-model "$OUT/models/mdgru_flair_phantoms.safetensors" --inputs FLAIR T1w "${COMMON[@]}" \
           "${WITH_PHANTOMS[@]}" --iterations "${ITERATIONS:-1200}" -w "$OUT/work-flair-t1w" --nprocs 2 ;;
+  # Experiment (not shipped): a fold fine-tuned further with the tile-consistency term, so
+  # its answer depends less on where inference's tiles fall (benchmarks/invariance.py).
+  fold-c07-consistency|fold-c26-consistency)
+      case=${STEP%-consistency}; case=${case#fold-}; other=$([ "$case" = c07 ] && echo c26 || echo c07)
+      phantoms "$PHANTOMS" 11 3
+      "$TRAIN" "$XS" "$XS/derivatives/manual" "$OUT/models/flair_without_${case}_consistency.safetensors" \
+          --participant-label "$other" --init-model "$OUT/models/flair_without_${case}_phantoms.safetensors" \
+          --inputs FLAIR "${COMMON[@]}" "${WITH_PHANTOMS[@]}" --consistency "${CONSISTENCY:-30}" \
+          --iterations "${ITERATIONS:-400}" -w "$OUT/work-$STEP" --nprocs 2 ;;
   # The lesion threshold of a finished model, chosen on calibration phantoms and written
   # into its card; folds are calibrated the same way before they are scored.
   threshold) phantoms "$CALIBRATION" 23 2

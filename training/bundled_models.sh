@@ -33,6 +33,16 @@ mkdir -p "$OUT/models"
 phantoms() {  # DIR SEED PARTICIPANTS: the phantom generator's participants, made once
   [ -d "$1" ] || "$(dirname "$TRAIN")/mdgru-bids-phantom" "$1" --participants "$3" --sessions 2 --seed "$2" --resolution 1
 }
+fold_with_phantoms() {  # FROM TO ITERATIONS [ARGS...]: a fold (from $STEP) fine-tuned on the
+  # other real case and the training phantoms, from models/flair_without_CASE_FROM to _TO
+  local case=${STEP#fold-}; case=${case%%-*}
+  local other; other=$([ "$case" = c07 ] && echo c26 || echo c07)
+  phantoms "$PHANTOMS" 11 3
+  "$TRAIN" "$XS" "$XS/derivatives/manual" "$OUT/models/flair_without_${case}$2.safetensors" \
+      --participant-label "$other" --init-model "$OUT/models/flair_without_${case}$1.safetensors" \
+      --inputs FLAIR "${COMMON[@]}" "${WITH_PHANTOMS[@]}" --iterations "${ITERATIONS:-$3}" \
+      -w "$OUT/work-$STEP" --nprocs 2 "${@:4}"
+}
 case $STEP in
   # Synthetic patches from the template anatomy alone: nothing from any real case, so every
   # leave-one-out fold may start from it.
@@ -54,13 +64,7 @@ case $STEP in
   # Each of the three fine-tuned again with the phantom generator's training phantoms added
   # (each dataset is sampled equally often): without them the models drew many small false
   # lesions in the phantoms' noisy white matter (training/README.md).
-  fold-c07-phantoms|fold-c26-phantoms)
-      case=${STEP%-phantoms}; case=${case#fold-}; other=$([ "$case" = c07 ] && echo c26 || echo c07)
-      phantoms "$PHANTOMS" 11 3
-      "$TRAIN" "$XS" "$XS/derivatives/manual" "$OUT/models/flair_without_${case}_phantoms.safetensors" \
-          --participant-label "$other" --init-model "$OUT/models/flair_without_${case}.safetensors" \
-          --inputs FLAIR "${COMMON[@]}" "${WITH_PHANTOMS[@]}" --iterations "${ITERATIONS:-1200}" \
-          -w "$OUT/work-$STEP" --nprocs 2 ;;
+  fold-c07-phantoms|fold-c26-phantoms) fold_with_phantoms "" _phantoms 1200 ;;
   flair-phantoms) phantoms "$PHANTOMS" 11 3
       "$TRAIN" "$XS" "$XS/derivatives/manual" "$OUT/models/mdgru_flair_phantoms.safetensors" \
           --init-model "$OUT/models/mdgru_flair.safetensors" --inputs FLAIR "${COMMON[@]}" \
@@ -75,12 +79,7 @@ case $STEP in
   # Experiment (not shipped): a fold fine-tuned further with the tile-consistency term, so
   # its answer depends less on where inference's tiles fall (benchmarks/invariance.py).
   fold-c07-consistency|fold-c26-consistency)
-      case=${STEP%-consistency}; case=${case#fold-}; other=$([ "$case" = c07 ] && echo c26 || echo c07)
-      phantoms "$PHANTOMS" 11 3
-      "$TRAIN" "$XS" "$XS/derivatives/manual" "$OUT/models/flair_without_${case}_consistency.safetensors" \
-          --participant-label "$other" --init-model "$OUT/models/flair_without_${case}_phantoms.safetensors" \
-          --inputs FLAIR "${COMMON[@]}" "${WITH_PHANTOMS[@]}" --consistency "${CONSISTENCY:-30}" \
-          --iterations "${ITERATIONS:-400}" -w "$OUT/work-$STEP" --nprocs 2 ;;
+      fold_with_phantoms _phantoms _consistency 400 --consistency "${CONSISTENCY:-30}" ;;
   # The lesion threshold of a finished model, chosen on calibration phantoms and written
   # into its card; folds are calibrated the same way before they are scored.
   threshold) phantoms "$CALIBRATION" 23 2

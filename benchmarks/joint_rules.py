@@ -6,7 +6,7 @@ scores, in subject space, each session's lesion mask (the app's threshold and mi
 against its truth brought there with the app's own session-to-subject transform, for:
 
 - ``independent``: each session's own probability;
-- ``mean``: the plain mean of both (the app's joint rule where nothing changed; for two
+- ``mean``: the plain mean of both (the app's joint rule before ``inverse-square``; for two
   sessions at threshold 0.5, voxel by voxel, "the more confident session" gives the same
   mask);
 - ``logit``: the mean of both sessions' logits (at a threshold other than 0.5 not the same

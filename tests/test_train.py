@@ -202,6 +202,17 @@ def test_model_inside_the_input_is_refused(capsys, phantom_bids: Path) -> None:
     assert not (phantom_bids / "m.safetensors").exists()
 
 
+def test_consistency_with_patches_too_small_to_overlap_exits_64(
+    capsys, phantom_bids: Path, tmp_path: Path
+) -> None:
+    truth = phantom_bids / "derivatives" / "truth"
+    code, err = _run(capsys, phantom_bids, truth, tmp_path / "m.safetensors",
+                     "--consistency", "10", "--patch-size", "16")  # fmt: skip
+    assert code == 64
+    assert "--consistency needs --patch-size of at least 24" in err
+    assert not (tmp_path / "m.safetensors").exists()
+
+
 def test_bad_config_exits_64(capsys, phantom_bids: Path, tmp_path: Path) -> None:
     truth = phantom_bids / "derivatives" / "truth"
     code, err = _run(capsys, phantom_bids, truth, tmp_path / "m.safetensors", "--config", "nope")

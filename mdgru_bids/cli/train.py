@@ -443,6 +443,11 @@ def network_config(args: argparse.Namespace, init: Model | None = None) -> Netwo
             f"--consistency shifts patches by multiples of 8 voxels; this network needs "
             f"multiples of {config.divisor}"
         )
+    if args.consistency and min(args.patch_size) < 24:
+        raise UsageError(
+            "--consistency needs --patch-size of at least 24: its two shifted crops of a "
+            "patch must overlap"
+        )
     for side in (*args.patch_size, args.inference_patch_size):
         if side % config.divisor:
             raise UsageError(

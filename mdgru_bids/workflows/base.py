@@ -207,9 +207,8 @@ _EVIDENCE_DESC = (
     "least {e.min_flair_change} on average, and by as much more than in the lesion-free "
     f"tissue up to {RING_REACH} voxels around the group, the two FLAIR images compared at the "
     "coarser session's resolution (the finer one blurred to match) and a voxel outside a "
-    "session's "
-    "brain mask never counting as absent there; a group is enlarging or shrinking when its partial "
-    "volume changed by at least {t.min_change_mm3} mm³ and by at least "
+    "session's brain mask never counting as absent there; a group is enlarging or shrinking "
+    "when its partial volume changed by at least {t.min_change_mm3} mm³ and by at least "
     "{t.min_change_fraction:.0%} of the earlier volume, with that evidence in the grown or lost "
     "voxels; every other group is stable."
 )

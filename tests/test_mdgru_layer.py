@@ -10,9 +10,9 @@ from mdgru_bids.model.mdgru import DIRECTIONS, MDGRU, _direction_groups
 from mdgru_bids.model.mdgru_reference import oracle_forward
 
 
-def _layer(c: int = 2, hidden: int = 4, k: int = 3, seed: int = 0) -> MDGRU:
+def _layer(c: int = 2, hidden: int = 4, k: int = 3, seed: int = 0, keep_max: float = 1.0) -> MDGRU:
     torch.manual_seed(seed)
-    layer = MDGRU(c, hidden, k)
+    layer = MDGRU(c, hidden, k, keep_max=keep_max)
     with torch.no_grad():  # non-trivial biases, so a mix-up of gates cannot hide
         layer.bias.uniform_(-1, 1)
     return layer
@@ -29,6 +29,41 @@ def test_forward_matches_oracle(shape: tuple[int, ...]) -> None:
         got = layer(x)
     assert got.shape == (shape[0], 4, *shape[2:])
     assert (got - expected).abs().max().item() <= 1e-5
+
+
+def test_capped_keep_gate_matches_oracle_forward_and_backward() -> None:
+    layer = _layer(keep_max=0.6)
+    with torch.no_grad():  # gate biases high enough that the cap binds for most voxels
+        layer.bias[:, :4] = 2.0
+    x = torch.randn(1, 2, 5, 6, 4, requires_grad=True)
+    with torch.no_grad():
+        assert (layer(x) - oracle_forward(layer, x)).abs().max().item() <= 1e-5
+    weights = torch.randn(1, 4, 5, 6, 4)
+    (layer(x) * weights).sum().backward()
+    fast = x.grad.clone()
+    x.grad = None
+    (oracle_forward(layer, x) * weights).sum().backward()
+    assert (fast - x.grad).abs().max().item() <= 1e-5 * max(1.0, x.grad.abs().max().item())
+
+
+@pytest.mark.parametrize("keep_max", [1.0, 0.5])
+def test_capped_keep_gate_forgets_the_start_of_a_sweep(keep_max: float) -> None:
+    """With the candidate blind to the state, the first slice reaches slice t only through
+    the keep gate: by at most keep_max^t (about 1e-5 at t = 16 for 0.5); uncapped, a keep
+    gate near 1 carries it across the line."""
+    layer = _layer(keep_max=keep_max)
+    with torch.no_grad():
+        layer.state_weight[:, 8:] = 0  # candidate rows (z, r, candidate; hidden 4)
+        layer.bias[:, :4] = 8.0  # σ(8) ≈ 0.9997: the uncapped gate keeps nearly everything
+    x = torch.randn(1, 2, 17, 3, 3)
+    moved = x.clone()
+    moved[:, :, 0] += 5.0
+    with torch.no_grad():
+        far = (layer(moved) - layer(x))[:, :, 16].abs().max().item()
+    if keep_max < 1:
+        assert far <= 2 * keep_max**16
+    else:
+        assert far > 0.01
 
 
 def test_inference_mode_matches_oracle_with_kernel_7() -> None:

@@ -95,7 +95,7 @@ def test_a_model_trains_on_synthetic_data_alone(synthetic_only: Path) -> None:
     assert training["total_training_seconds"] == training["training_seconds"] > 0
 
 
-def test_fine_tuning_starts_from_a_model_adds_inputs_and_adds_up_its_compute(
+def test_fine_tuning_starts_from_a_model_adds_inputs_caps_the_keep_gate_and_adds_up_its_compute(
     synthetic_only: Path, phantom_bids: Path, templateflow_home: Path, tmp_path: Path
 ) -> None:
     model = tmp_path / "tuned.safetensors"
@@ -103,14 +103,16 @@ def test_fine_tuning_starts_from_a_model_adds_inputs_and_adds_up_its_compute(
         mp.setenv("TEMPLATEFLOW_HOME", str(templateflow_home))
         assert main([
             str(phantom_bids), str(phantom_bids / "derivatives" / "truth"), str(model),
-            "--init-model", str(synthetic_only), "--inputs", "FLAIR", "T1w",
+            "--init-model", str(synthetic_only), "--inputs", "FLAIR", "T1w", "--keep-max", "0.7",
             "--participant-label", "02", "--synth", "0", "--patch-size", "16",
             "--inference-patch-size", "32", "--iterations", "2", "--validation-fraction", "0",
             "-w", str(tmp_path / "work"), "--nprocs", "2", "--no-progress",
         ]) == 0  # fmt: skip
     base, card = read_card(synthetic_only), read_card(model)
     assert card["inputs"] == ["FLAIR", "T1w"] and card["network"]["in_channels"] == 2
-    assert {**card["network"], "in_channels": 1} == base["network"]
+    assert base["network"]["keep_max"] == 1.0 and card["network"]["keep_max"] == 0.7
+    assert {**card["network"], "in_channels": 1, "keep_max": 1.0} == base["network"]
+    assert load_model(model).network.blocks[0].mdgru.keep_max == 0.7
     init = card["training"]["init_model"]
     assert init["total_training_seconds"] == base["training"]["total_training_seconds"]
     total = card["training"]["training_seconds"] + init["total_training_seconds"]
@@ -210,6 +212,14 @@ def test_consistency_with_patches_too_small_to_overlap_exits_64(
                      "--consistency", "10", "--patch-size", "16")  # fmt: skip
     assert code == 64
     assert "--consistency needs --patch-size of at least 24" in err
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_keep_max_out_of_range_exits_64(capsys, phantom_bids: Path, tmp_path: Path) -> None:
+    truth = phantom_bids / "derivatives" / "truth"
+    code, err = _run(capsys, phantom_bids, truth, tmp_path / "m.safetensors", "--keep-max", "0")
+    assert code == 64
+    assert "--keep-max must be above 0 and at most 1, got 0" in err
     assert not (tmp_path / "m.safetensors").exists()
 
 

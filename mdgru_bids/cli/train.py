@@ -21,7 +21,7 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -86,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="default",
         help="network configuration: default, reference or a JSON file (default: default)",
     )
+    parser.add_argument(
+        "--keep-max", type=float, metavar="K",
+        help="cap the MD-GRU keep gate at K (0 < K <= 1), so the recurrent state fades along "
+        "a sweep and the answer depends less on where inference's tiles start (default: the "
+        "--init-model's or the configuration's; 1 is the original MD-GRU)",
+    )  # fmt: skip
     parser.add_argument(
         "--highpass-mm", type=float, help="add high-pass channels f - G(f, MM) (original MD-GRU)"
     )
@@ -219,7 +225,9 @@ def _main(argv: Sequence[str] | None) -> int:
     if init is None:
         network = build_network_seeded(config, args.random_seed)
     else:
-        network = widen_inputs(init.network, init.config, config.in_channels).train()
+        # the init network described by the new configuration (it may cap the keep gate)
+        own = replace(config, in_channels=init.config.in_channels)
+        network = widen_inputs(init.network, own, config.in_channels).train()
     start = time.perf_counter()
     try:
         history = train(
@@ -411,8 +419,6 @@ def check_paths(args: argparse.Namespace, datasets: list[tuple[Path, Path]]) -> 
 def network_config(args: argparse.Namespace, init: Model | None = None) -> NetworkConfig:
     """The network configuration by name or from a JSON file, with the right input channels;
     a fine-tuned model keeps its own, and must take the inputs asked for."""
-    from dataclasses import replace
-
     from mdgru_bids.model.network import CONFIGS, NetworkConfig
 
     channels = len(args.inputs) * (2 if args.highpass_mm else 1)
@@ -438,6 +444,10 @@ def network_config(args: argparse.Namespace, init: Model | None = None) -> Netwo
                 f"JSON file ({err})"
             ) from None
         config = replace(config, in_channels=channels)
+    if args.keep_max is not None:
+        if not 0 < args.keep_max <= 1:
+            raise UsageError(f"--keep-max must be above 0 and at most 1, got {args.keep_max:g}")
+        config = replace(config, keep_max=args.keep_max)
     if args.consistency and 8 % config.divisor:
         raise UsageError(
             f"--consistency shifts patches by multiples of 8 voxels; this network needs "

@@ -7,7 +7,10 @@ volume slice by slice, with k×k 2-D convolutions over the other two axes::
     h̃    = tanh(W_h∗x_t + b_h + r ⊙ (U_h∗h_{t-1}))
     h_t  = z ⊙ h_{t-1} + (1 − z) ⊙ h̃,        h_0 = 0
 
-and the layer output is the mean of the six directional outputs.
+and the layer output is the mean of the six directional outputs. Optionally the keep gate
+is capped, z ≤ ``keep_max`` < 1 (ours, not in the paper): the state's direct carry-over
+then shrinks at least geometrically along a sweep, so what lies far up it fades instead of
+reaching across the whole patch, and the answer depends less on where the patch starts.
 
 Why this implementation is fast (figures: benchmarks/bench_mdgru.py): directions whose
 sweeps have the same length and slice shape (all six in a cube, at least the two of an axis)
@@ -48,19 +51,27 @@ class MDGRU(nn.Module):
 
     Maps (N, in_channels, D, H, W) to (N, hidden, D, H, W).
     ``dropconnect`` is the rate p of Gaussian DropConnect (multiplicative noise with mean 1 and
-    variance p / (1 − p)) on the gate weights, applied in training mode only.
+    variance p / (1 − p)) on the gate weights, applied in training mode only. ``keep_max``
+    caps the keep gate z (1: no cap, the original MD-GRU).
     """
 
     def __init__(
-        self, in_channels: int, hidden: int, kernel_size: int = 7, dropconnect: float = 0.0
+        self,
+        in_channels: int,
+        hidden: int,
+        kernel_size: int = 7,
+        dropconnect: float = 0.0,
+        keep_max: float = 1.0,
     ) -> None:
         super().__init__()
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
         if not 0.0 <= dropconnect < 1.0:
             raise ValueError(f"dropconnect must be in [0, 1), got {dropconnect}")
+        if not 0.0 < keep_max <= 1.0:
+            raise ValueError(f"keep_max must be in (0, 1], got {keep_max}")
         self.in_channels, self.hidden, self.kernel_size = in_channels, hidden, kernel_size
-        self.dropconnect = dropconnect
+        self.dropconnect, self.keep_max = dropconnect, keep_max
         k, n_dir = kernel_size, len(DIRECTIONS)
         # Gate order along the 3·hidden dimension: z, r, candidate.
         self.input_weight = nn.Parameter(torch.empty(n_dir, 3 * hidden, in_channels, k, k))
@@ -81,7 +92,8 @@ class MDGRU(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"in_channels={self.in_channels}, hidden={self.hidden}, "
-            f"kernel_size={self.kernel_size}, dropconnect={self.dropconnect}"
+            f"kernel_size={self.kernel_size}, dropconnect={self.dropconnect}, "
+            f"keep_max={self.keep_max}"
         )
 
     def _gate_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,11 +113,11 @@ class MDGRU(nn.Module):
             u = u.to(torch.get_autocast_dtype(x.device.type))
         groups = _direction_groups(x.shape[2:])
         if torch.is_grad_enabled() and (x.requires_grad or u.requires_grad):
-            total = sum(_sweep(x, g, w[g], u[g], b[g]) for g in groups)
+            total = sum(_sweep(x, g, w[g], u[g], b[g], self.keep_max) for g in groups)
         else:  # without autograd every step's output is added straight into one result
             total = x.new_zeros((x.shape[0], *x.shape[2:], self.hidden))  # channels-last
             for g in groups:
-                _sweep_into(total, x, g, w[g], u[g], b[g])
+                _sweep_into(total, x, g, w[g], u[g], b[g], self.keep_max)
             total = total.permute(0, 4, 1, 2, 3)
         return total / len(DIRECTIONS)
 
@@ -143,13 +155,18 @@ def _group_start(
 
 
 def _sweep(
-    x: torch.Tensor, group: list[int], w: torch.Tensor, u: torch.Tensor, b: torch.Tensor
+    x: torch.Tensor,
+    group: list[int],
+    w: torch.Tensor,
+    u: torch.Tensor,
+    b: torch.Tensor,
+    keep_max: float,
 ) -> torch.Tensor:
     """Run a group of directions in lock-step; return the sum of their outputs."""
     steps, h, u = _group_start(x, group, w, u, b)
     seq = []
     for gx_t in steps:
-        h = _step(gx_t, h, u)
+        h = _step(gx_t, h, u, keep_max)
         seq.append(h)
     states = torch.stack(seq, dim=1)  # (N, T, A, B, G, hidden)
     total = None
@@ -170,13 +187,14 @@ def _sweep_into(
     w: torch.Tensor,
     u: torch.Tensor,
     b: torch.Tensor,
+    keep_max: float,
 ) -> None:
     """Run a group of directions in lock-step, adding every step into the channels-last ``out``."""
     steps, h, u = _group_start(x, group, w, u, b)
     views = [out.permute(_SWEEP_VIEW[DIRECTIONS[d][0]]) for d in group]  # each (N, T, A, B, H)
     t_len = views[0].shape[1]
     for t, gx_t in enumerate(steps):
-        h = _step(gx_t, h, u)
+        h = _step(gx_t, h, u, keep_max)
         for j, d in enumerate(group):
             views[j][:, t_len - 1 - t if DIRECTIONS[d][1] else t] += h[:, :, :, j]
 
@@ -211,7 +229,7 @@ def _preactivations(
         yield from pre.reshape(n, tc, a_len, b_len, g, 3, gates // 3).unbind(1)
 
 
-def _step(gx_t: torch.Tensor, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+def _step(gx_t: torch.Tensor, h: torch.Tensor, u: torch.Tensor, keep_max: float) -> torch.Tensor:
     """One GRU step of a group of directions; gx_t (N, A, B, G, 3, H), h (N, A, B, G, H).
 
     The gate arithmetic runs in h's precision: under bfloat16 autocast only the convolutions
@@ -224,6 +242,8 @@ def _step(gx_t: torch.Tensor, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     x_zr, x_c = gx_t.split((2, 1), dim=-2)
     h_zr, h_c = gh.split((2, 1), dim=-2)
     z, r = torch.add(x_zr, h_zr).sigmoid_().unbind(-2)
+    if keep_max < 1.0:
+        z = z.clamp(max=keep_max)
     # tanh(y) = 2σ(2y) − 1, and σ is several times cheaper than tanh on the CPU; the factor 2
     # is already in the candidate weights (see _scale_candidate).
     s = torch.addcmul(x_c.squeeze(-2), r, h_c.squeeze(-2)).sigmoid_()

@@ -34,6 +34,7 @@ def oracle_forward(layer: MDGRU, x: torch.Tensor) -> torch.Tensor:
         for t in order:
             xt = _slice(x, axis, t)
             z = torch.sigmoid(F.conv2d(xt, w_z, b_z, padding=pad) + F.conv2d(h, u_z, padding=pad))
+            z = z.clamp(max=layer.keep_max)
             r = torch.sigmoid(F.conv2d(xt, w_r, b_r, padding=pad) + F.conv2d(h, u_r, padding=pad))
             cand = torch.tanh(
                 F.conv2d(xt, w_h, b_h, padding=pad) + r * F.conv2d(h, u_h, padding=pad)

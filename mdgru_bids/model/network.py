@@ -38,6 +38,9 @@ class NetworkConfig:
     # "channel" normalises each voxel over its channels, so a voxel's output does not depend
     # on what else is in the patch; "instance" (over the patch) is what the first models used
     norm: str = "instance"
+    # cap on the MD-GRU keep gate (1: none, the original); below 1 the recurrent state fades
+    # along a sweep, so the answer depends less on where inference's tiles start
+    keep_max: float = 1.0
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -47,6 +50,8 @@ class NetworkConfig:
             )
         if self.norm not in NORMS:
             raise ValueError(f"unknown norm {self.norm!r}; choose one of {sorted(NORMS)}")
+        if not 0.0 < self.keep_max <= 1.0:
+            raise ValueError(f"keep_max must be in (0, 1], got {self.keep_max}")
         if not len(self.hidden) == len(self.outputs) == len(self.kernel_size):
             raise ValueError("hidden, outputs and kernel_size need one entry per block")
 
@@ -96,10 +101,17 @@ class MDGRUBlock(nn.Module):
     """MD-GRU → 1×1×1 convolution → tanh (the tanh is left out on a network's last block)."""
 
     def __init__(
-        self, c_in: int, hidden: int, c_out: int, k: int, dropconnect: float, last: bool = False
+        self,
+        c_in: int,
+        hidden: int,
+        c_out: int,
+        k: int,
+        dropconnect: float,
+        keep_max: float = 1.0,
+        last: bool = False,
     ) -> None:
         super().__init__()
-        self.mdgru = MDGRU(c_in, hidden, k, dropconnect=dropconnect)
+        self.mdgru = MDGRU(c_in, hidden, k, dropconnect=dropconnect, keep_max=keep_max)
         self.project = nn.Conv3d(hidden, c_out, 1)
         self.last = last
 
@@ -125,6 +137,7 @@ class FlatMDGRUNet(nn.Module):
                     widths[i + 1],
                     cfg.kernel_size[i],
                     cfg.dropconnect,
+                    cfg.keep_max,
                     last=i == n - 1,
                 )
                 for i in range(n)
@@ -153,7 +166,7 @@ class MultiScaleMDGRUNet(nn.Module):
         c = cfg.stem
         for hidden, out, k in zip(cfg.hidden, cfg.outputs, cfg.kernel_size, strict=True):
             self.down.append(nn.Conv3d(c, out, 2, stride=2))
-            self.blocks.append(MDGRUBlock(out, hidden, out, k, cfg.dropconnect))
+            self.blocks.append(MDGRUBlock(out, hidden, out, k, cfg.dropconnect, cfg.keep_max))
             c = out
         skips = (cfg.stem, *cfg.outputs[:-1])
         self.fuse = nn.ModuleList(

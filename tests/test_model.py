@@ -22,7 +22,13 @@ from mdgru_bids.model.files import (
     save_model,
     update_card,
 )
-from mdgru_bids.model.inference import blend_weights, patch_starts, segment, sliding_window
+from mdgru_bids.model.inference import (
+    EDGE_WEIGHT,
+    blend_weights,
+    patch_starts,
+    segment,
+    sliding_window,
+)
 from mdgru_bids.model.network import (
     ChannelNorm,
     NetworkConfig,
@@ -116,6 +122,26 @@ def test_blend_weights_ramp_over_the_overlap_only() -> None:
     assert w[0, 4, 4] == pytest.approx(1 / 3) and w[1, 4, 4] == pytest.approx(2 / 3)
     assert w[7, 4, 4] == pytest.approx(1 / 3)
     assert w[0, 0, 0] == pytest.approx(1 / 27)
+
+
+def test_blend_margin_gives_the_tile_edge_almost_no_weight_and_ramps_after_it() -> None:
+    w = blend_weights((12, 12, 12), (4, 4, 4), (2, 2, 2))[:, 6, 6]
+    assert w[0] == w[1] == w[11] == EDGE_WEIGHT
+    assert w[2] == pytest.approx(1 / 3) and w[3] == pytest.approx(2 / 3) and w[6] == 1.0
+    with pytest.raises(ValueError, match="blend margin 4 must be below the overlap 4"):
+        blend_weights((12, 12, 12), (4, 4, 4), (4, 4, 4))
+
+
+def test_segment_follows_the_cards_blend_margin_and_covers_the_box_edge(tmp_path: Path) -> None:
+    model = load_model(_tiny_model_file(tmp_path / "m.safetensors"))
+    case = blob_case(3, side=20)
+    model.card.update(patch_size=[12, 12, 12], overlap=[4, 4, 4])
+    plain = segment(model, [case.image[0]], case.mask, (1.0,) * 3, precision="float32")
+    model.card["blend_margin"] = [2, 2, 2]
+    edged = segment(model, [case.image[0]], case.mask, (1.0,) * 3, precision="float32")
+    inside = case.mask.astype(bool)
+    assert np.abs(edged - plain)[inside].max() > 1e-4  # the edge voxels count less now
+    assert (edged[inside] > 0).all()  # a voxel only one tile covers still gets its answer
 
 
 def test_patch_starts_cover_the_axis_and_end_flush() -> None:

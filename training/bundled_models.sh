@@ -6,7 +6,9 @@
 #   STEP: base | fold-c07 | fold-c26 | flair, then fold-c07-phantoms | fold-c26-phantoms |
 #         flair-phantoms (the same with the training phantoms), flair-t1w, and last
 #         threshold MODEL (the card's lesion threshold, chosen on calibration phantoms);
-#         experiment: fold-c07-consistency | fold-c26-consistency (CONSISTENCY: its weight)
+#         experiment: fold-c07-consistency | fold-c26-consistency (CONSISTENCY: its weight);
+#         fold-c07-keep | fold-c26-keep | flair-keep | base-keep (KEEP: the keep-gate cap,
+#         default 0.7)
 #
 # XS: the Lesjak et al. 2017 cross-sectional cases (CC-BY) with derivatives/manual masks.
 # OUT: models and work folders (checkpoints every 100 iterations; rerun a step to resume).
@@ -14,7 +16,7 @@
 # INIT (base only): start from this model file, e.g. training/pieces/base_flair.safetensors
 # where the base's checkpoint is not at hand.
 # ITERATIONS: the length of this step's learning-rate schedule (base 16000, *-phantoms and
-# flair-t1w 1200, others 4000).
+# flair-t1w 1200, fold-*-keep and flair-keep 1000, others 4000).
 # PHANTOMS / CALIBRATION: the training phantoms (seed 11) and the calibration phantoms
 # (seed 23), made here where missing; evaluation uses seeds 7 and 99, never these.
 set -euo pipefail
@@ -80,6 +82,20 @@ case $STEP in
   # its answer depends less on where inference's tiles fall (benchmarks/invariance.py).
   fold-c07-consistency|fold-c26-consistency)
       fold_with_phantoms _phantoms _consistency 400 --consistency "${CONSISTENCY:-30}" ;;
+  # The keep-gate cap (--keep-max): the phantoms-stage models fine-tuned further with the
+  # MD-GRU's keep gate capped, so the recurrent state fades along a sweep and the answer
+  # depends less on where inference's tiles fall (benchmarks/invariance.py).
+  fold-c07-keep|fold-c26-keep) fold_with_phantoms _phantoms _keep 1000 --keep-max "${KEEP:-0.7}" ;;
+  flair-keep) phantoms "$PHANTOMS" 11 3
+      "$TRAIN" "$XS" "$XS/derivatives/manual" "$OUT/models/mdgru_flair_keep.safetensors" \
+          --init-model "$OUT/models/mdgru_flair_phantoms.safetensors" --inputs FLAIR "${COMMON[@]}" \
+          "${WITH_PHANTOMS[@]}" --keep-max "${KEEP:-0.7}" --iterations "${ITERATIONS:-1000}" \
+          -w "$OUT/work-flair-keep" --nprocs 2 ;;
+  # The synthetic base fine-tuned with the cap, still nothing from any real case: the start of
+  # a recipe that learns with the capped state from the beginning.
+  base-keep) "$TRAIN" "$OUT/models/base_flair_keep.safetensors" --inputs FLAIR "${COMMON[@]}" \
+          --init-model "$OUT/models/base_flair.safetensors" --keep-max "${KEEP:-0.7}" \
+          --iterations "${ITERATIONS:-4000}" -w "$OUT/work-base-keep" --nprocs 2 ;;
   # The lesion threshold of a finished model, chosen on calibration phantoms and written
   # into its card; folds are calibrated the same way before they are scored.
   threshold) phantoms "$CALIBRATION" 23 2

@@ -5,7 +5,10 @@ patches, so a 1 mm brain fits a laptop. Patches that do not touch the brain mask
 evaluated. The tiles start at the corner of the brain mask's bounding box (nnU-Net likewise
 crops to the non-zero region first): a recurrent network's answer depends on where the patch
 edges fall, and so they fall on the same anatomy however the image is cropped, padded or
-placed in its grid.
+placed in its grid. A card may also set ``blend_margin``: that many voxels at each tile edge
+get almost no weight where another tile covers them, because there the recurrent state has
+only just started (it matters for networks whose state fades, ``keep_max`` < 1: their answer
+then depends on where the tiles fall only through those edge voxels).
 """
 
 from __future__ import annotations
@@ -26,13 +29,26 @@ from mdgru_bids.model.normalise import network_input
 TTA_FLIPS = ((), (0,), (1,), (2,))
 
 
-def blend_weights(patch: tuple[int, ...], overlap: tuple[int, ...]) -> np.ndarray:
-    """Weights that rise linearly across each overlap and are flat in between."""
+#: Weight of the edge voxels within ``blend_margin``: small, but above zero, so a voxel that
+#: no other tile covers (at the brain box's own edge) still gets this tile's answer.
+EDGE_WEIGHT = 1e-3
+
+
+def blend_weights(
+    patch: tuple[int, ...], overlap: tuple[int, ...], margin: tuple[int, ...] | None = None
+) -> np.ndarray:
+    """Weights that rise linearly across each overlap and are flat in between; with
+    ``margin``, the first ``margin`` voxels of each overlap get EDGE_WEIGHT and the ramp
+    rises across the rest."""
+    margin = margin or (0,) * len(patch)
     weight = np.ones(patch, dtype=np.float32)
-    for axis, (size, ov) in enumerate(zip(patch, overlap, strict=True)):
+    for axis, (size, ov, m) in enumerate(zip(patch, overlap, margin, strict=True)):
+        if not 0 <= m < max(ov, 1):
+            raise ValueError(f"blend margin {m} must be below the overlap {ov}")
         ramp = np.ones(size, dtype=np.float32)
         if ov > 0:
-            up = np.arange(1, ov + 1, dtype=np.float32) / (ov + 1)
+            up = np.full(ov, EDGE_WEIGHT, dtype=np.float32)
+            up[m:] = np.arange(1, ov - m + 1, dtype=np.float32) / (ov - m + 1)
             ramp[:ov] = up
             ramp[size - ov :] = np.minimum(ramp[size - ov :], up[::-1])
         shape = [1] * len(patch)
@@ -72,10 +88,11 @@ def sliding_window(
     batch_size: int = 1,
     progress: bool = False,
     tta: bool = False,
+    margin: tuple[int, ...] | None = None,
 ) -> np.ndarray:
     """Lesion (class 1) probability of a (C, X, Y, Z) volume; zero outside patches on the mask
     and outside the mask's bounding box. The box is zero-padded up to the patch size where it
-    is smaller.
+    is smaller. ``margin``: see blend_weights.
 
     With ``tta`` the probabilities are averaged over the volume and its mirror images along
     each axis (TTA_FLIPS), at four times the cost.
@@ -87,7 +104,7 @@ def sliding_window(
             network,
             np.ascontiguousarray(np.flip(volume, [a + 1 for a in axes])),
             np.ascontiguousarray(np.flip(mask, axes)),
-            patch, overlap, device, precision, batch_size, progress,
+            patch, overlap, margin, device, precision, batch_size, progress,
         )  # fmt: skip
         total += np.flip(prob, axes)
     return total / len(flips)
@@ -100,6 +117,7 @@ def _one_pass(
     mask: np.ndarray,
     patch: tuple[int, ...],
     overlap: tuple[int, ...],
+    margin: tuple[int, ...] | None,
     device: torch.device,
     precision: str,
     batch_size: int,
@@ -112,7 +130,7 @@ def _one_pass(
     pad = [(0, 0)] + [(0, max(0, p - n)) for n, p in zip(spatial, patch, strict=True)]
     sub = np.pad(sub, pad)
     sub_mask = np.pad(mask[box], pad[1:])
-    weight = torch.from_numpy(blend_weights(patch, overlap)).to(device)
+    weight = torch.from_numpy(blend_weights(patch, overlap, margin)).to(device)
     total = torch.zeros(sub.shape[1:], dtype=torch.float32, device=device)
     norm = torch.zeros_like(total)
     dtype = autocast_dtype(device, precision)
@@ -158,4 +176,5 @@ def segment(
         precision,
         progress=progress,
         tta=tta,
+        margin=tuple(model.card.get("blend_margin", (0,) * len(model.card["overlap"]))),
     )

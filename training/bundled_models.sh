@@ -45,6 +45,13 @@ fold_with_phantoms() {  # FROM TO ITERATIONS [ARGS...]: a fold (from $STEP) fine
       --inputs FLAIR "${COMMON[@]}" "${WITH_PHANTOMS[@]}" --iterations "${ITERATIONS:-$3}" \
       -w "$OUT/work-$STEP" --nprocs 2 "${@:4}"
 }
+flair_with_phantoms() {  # FROM TO ITERATIONS [ARGS...]: the FLAIR model fine-tuned on both
+  # real cases and the training phantoms, from models/mdgru_flairFROM to mdgru_flairTO
+  phantoms "$PHANTOMS" 11 3
+  "$TRAIN" "$XS" "$XS/derivatives/manual" "$OUT/models/mdgru_flair$2.safetensors" \
+      --init-model "$OUT/models/mdgru_flair$1.safetensors" --inputs FLAIR "${COMMON[@]}" \
+      "${WITH_PHANTOMS[@]}" --iterations "${ITERATIONS:-$3}" -w "$OUT/work-$STEP" --nprocs 2 "${@:4}"
+}
 case $STEP in
   # Synthetic patches from the template anatomy alone: nothing from any real case, so every
   # leave-one-out fold may start from it.
@@ -67,10 +74,7 @@ case $STEP in
   # (each dataset is sampled equally often): without them the models drew many small false
   # lesions in the phantoms' noisy white matter (training/README.md).
   fold-c07-phantoms|fold-c26-phantoms) fold_with_phantoms "" _phantoms 1200 ;;
-  flair-phantoms) phantoms "$PHANTOMS" 11 3
-      "$TRAIN" "$XS" "$XS/derivatives/manual" "$OUT/models/mdgru_flair_phantoms.safetensors" \
-          --init-model "$OUT/models/mdgru_flair.safetensors" --inputs FLAIR "${COMMON[@]}" \
-          "${WITH_PHANTOMS[@]}" --iterations "${ITERATIONS:-1200}" -w "$OUT/work-flair-phantoms" --nprocs 2 ;;
+  flair-phantoms) flair_with_phantoms "" _phantoms 1200 ;;
   # The shipped FLAIR+T1w model: the shipped FLAIR model widened to take the T1w too (its
   # weights start at zero: the model begins as the FLAIR model) and trained with synthetic
   # FLAIR+T1w patches, both real cases and the training phantoms.
@@ -86,11 +90,7 @@ case $STEP in
   # MD-GRU's keep gate capped, so the recurrent state fades along a sweep and the answer
   # depends less on where inference's tiles fall (benchmarks/invariance.py).
   fold-c07-keep|fold-c26-keep) fold_with_phantoms _phantoms _keep 1000 --keep-max "${KEEP:-0.7}" ;;
-  flair-keep) phantoms "$PHANTOMS" 11 3
-      "$TRAIN" "$XS" "$XS/derivatives/manual" "$OUT/models/mdgru_flair_keep.safetensors" \
-          --init-model "$OUT/models/mdgru_flair_phantoms.safetensors" --inputs FLAIR "${COMMON[@]}" \
-          "${WITH_PHANTOMS[@]}" --keep-max "${KEEP:-0.7}" --iterations "${ITERATIONS:-1000}" \
-          -w "$OUT/work-flair-keep" --nprocs 2 ;;
+  flair-keep) flair_with_phantoms _phantoms _keep 1000 --keep-max "${KEEP:-0.7}" ;;
   # The synthetic base fine-tuned with the cap, still nothing from any real case: the start of
   # a recipe that learns with the capped state from the beginning.
   base-keep) "$TRAIN" "$OUT/models/base_flair_keep.safetensors" --inputs FLAIR "${COMMON[@]}" \

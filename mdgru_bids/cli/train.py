@@ -445,9 +445,12 @@ def network_config(args: argparse.Namespace, init: Model | None = None) -> Netwo
             ) from None
         config = replace(config, in_channels=channels)
     if args.keep_max is not None:
-        if not 0 < args.keep_max <= 1:
-            raise UsageError(f"--keep-max must be above 0 and at most 1, got {args.keep_max:g}")
-        config = replace(config, keep_max=args.keep_max)
+        try:
+            config = replace(config, keep_max=args.keep_max)
+        except ValueError:  # the configuration's own bound
+            raise UsageError(
+                f"--keep-max must be above 0 and at most 1, got {args.keep_max:g}"
+            ) from None
     if args.consistency and 8 % config.divisor:
         raise UsageError(
             f"--consistency shifts patches by multiples of 8 voxels; this network needs "

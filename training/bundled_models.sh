@@ -7,8 +7,8 @@
 #         flair-phantoms (the same with the training phantoms), flair-t1w, and last
 #         threshold MODEL (the card's lesion threshold, chosen on calibration phantoms);
 #         experiment: fold-c07-consistency | fold-c26-consistency (CONSISTENCY: its weight);
-#         fold-c07-keep | fold-c26-keep | flair-keep | base-keep (KEEP: the keep-gate cap,
-#         default 0.7)
+#         fold-c07-keep | fold-c26-keep | flair-keep | flair-t1w-keep | base-keep (KEEP: the
+#         keep-gate cap, default 0.7)
 #
 # XS: the Lesjak et al. 2017 cross-sectional cases (CC-BY) with derivatives/manual masks.
 # OUT: models and work folders (checkpoints every 100 iterations; rerun a step to resume).
@@ -16,7 +16,7 @@
 # INIT (base only): start from this model file, e.g. training/pieces/base_flair.safetensors
 # where the base's checkpoint is not at hand.
 # ITERATIONS: the length of this step's learning-rate schedule (base 16000, *-phantoms and
-# flair-t1w 1200, fold-*-keep and flair-keep 1000, others 4000).
+# flair-t1w and flair-t1w-keep 1200, fold-*-keep and flair-keep 1000, others 4000).
 # PHANTOMS / CALIBRATION: the training phantoms (seed 11) and the calibration phantoms
 # (seed 23), made here where missing; evaluation uses seeds 7 and 99, never these.
 set -euo pipefail
@@ -52,6 +52,13 @@ flair_with_phantoms() {  # FROM TO ITERATIONS [ARGS...]: the FLAIR model fine-tu
       --init-model "$OUT/models/mdgru_flair$1.safetensors" --inputs FLAIR "${COMMON[@]}" \
       "${WITH_PHANTOMS[@]}" --iterations "${ITERATIONS:-$3}" -w "$OUT/work-$STEP" --nprocs 2 "${@:4}"
 }
+flair_t1w() {  # FROM TO ITERATIONS [ARGS...]: models/mdgru_flairFROM widened to FLAIR+T1w and
+  # trained with both real cases and the training phantoms, to mdgru_flair_t1wTO
+  phantoms "$PHANTOMS" 11 3
+  "$TRAIN" "$XS" "$XS/derivatives/manual" "$OUT/models/mdgru_flair_t1w$2.safetensors" \
+      --init-model "$OUT/models/mdgru_flair$1.safetensors" --inputs FLAIR T1w "${COMMON[@]}" \
+      "${WITH_PHANTOMS[@]}" --iterations "${ITERATIONS:-$3}" -w "$OUT/work-$STEP" --nprocs 2 "${@:4}"
+}
 case $STEP in
   # Synthetic patches from the template anatomy alone: nothing from any real case, so every
   # leave-one-out fold may start from it.
@@ -78,10 +85,7 @@ case $STEP in
   # The shipped FLAIR+T1w model: the shipped FLAIR model widened to take the T1w too (its
   # weights start at zero: the model begins as the FLAIR model) and trained with synthetic
   # FLAIR+T1w patches, both real cases and the training phantoms.
-  flair-t1w) phantoms "$PHANTOMS" 11 3
-      "$TRAIN" "$XS" "$XS/derivatives/manual" "$OUT/models/mdgru_flair_t1w.safetensors" \
-          --init-model "$OUT/models/mdgru_flair_phantoms.safetensors" --inputs FLAIR T1w "${COMMON[@]}" \
-          "${WITH_PHANTOMS[@]}" --iterations "${ITERATIONS:-1200}" -w "$OUT/work-flair-t1w" --nprocs 2 ;;
+  flair-t1w) flair_t1w _phantoms "" 1200 ;;
   # Experiment (not shipped): a fold fine-tuned further with the tile-consistency term, so
   # its answer depends less on where inference's tiles fall (benchmarks/invariance.py).
   fold-c07-consistency|fold-c26-consistency)
@@ -91,6 +95,7 @@ case $STEP in
   # depends less on where inference's tiles fall (benchmarks/invariance.py).
   fold-c07-keep|fold-c26-keep) fold_with_phantoms _phantoms _keep 1000 --keep-max "${KEEP:-0.7}" ;;
   flair-keep) flair_with_phantoms _phantoms _keep 1000 --keep-max "${KEEP:-0.7}" ;;
+  flair-t1w-keep) flair_t1w _keep _keep 1200 --keep-max "${KEEP:-0.7}" ;;
   # The synthetic base fine-tuned with the cap, still nothing from any real case: the start of
   # a recipe that learns with the capped state from the beginning.
   base-keep) "$TRAIN" "$OUT/models/base_flair_keep.safetensors" --inputs FLAIR "${COMMON[@]}" \

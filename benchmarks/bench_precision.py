@@ -69,33 +69,42 @@ def compare_precisions(
     patch: tuple[int, ...],
     overlap: tuple[int, ...],
     truth: np.ndarray | None = None,
+    margin: tuple[int, ...] | None = None,
+    threshold: float = 0.5,
 ) -> dict:
-    """Segment with float32 and with bfloat16 autocast; how far apart are the results?"""
-    out, probs = {}, {}
+    """Segment with float32 and with bfloat16 autocast; how far apart are the masks at
+    ``threshold`` and the probabilities?"""
+    out, probs = {"threshold": threshold}, {}
     for precision in ("float32", "bfloat16"):
         start = time.perf_counter()
         probs[precision] = sliding_window(
-            network, image, brain, patch, overlap, torch.device("cpu"), precision
+            network, image, brain, patch, overlap, torch.device("cpu"), precision, margin=margin
         )
         out[f"{precision}_seconds"] = time.perf_counter() - start
         if truth is not None:
-            out[f"{precision}_dice_vs_truth"] = dice(probs[precision] > 0.5, truth)
-    out["dice_float32_vs_bfloat16"] = dice(probs["float32"] > 0.5, probs["bfloat16"] > 0.5)
+            out[f"{precision}_dice_vs_truth"] = dice(probs[precision] > threshold, truth)
+    masks = {k: v > threshold for k, v in probs.items()}
+    out["dice_float32_vs_bfloat16"] = dice(masks["float32"], masks["bfloat16"])
     out["max_abs_probability_difference"] = float(
         np.abs(probs["float32"] - probs["bfloat16"]).max()
     )
-    out["lesion_voxels_float32"] = int((probs["float32"] > 0.5).sum())
+    out["lesion_voxels_float32"] = int(masks["float32"].sum())
     return out
 
 
 def model_figures(path: Path, images: list[tuple[Path, Path]]) -> dict:
-    """A trained model on preprocessed FLAIRs, each resampled to 1 mm."""
+    """A trained model on preprocessed FLAIRs, each resampled to 1 mm, tiled and thresholded
+    as its card says."""
     model = load_model(path)
+    card = model.card
     out: dict = {"model": path.name}
     for flair_path, mask_path in images:
         _, x, brain = isotropic_input(flair_path, mask_path, 1.0)
-        patch, overlap = tuple(model.card["patch_size"]), tuple(model.card["overlap"])
-        out[flair_path.name] = compare_precisions(model.network, x, brain, patch, overlap)
+        out[flair_path.name] = compare_precisions(
+            model.network, x, brain, tuple(card["patch_size"]), tuple(card["overlap"]),
+            margin=tuple(card["blend_margin"]) if "blend_margin" in card else None,
+            threshold=card["threshold"],
+        )  # fmt: skip
     return out
 
 

@@ -45,6 +45,7 @@ from mdgru_bids.model.training import (
     Case,
     TrainConfig,
     consistency_loss,
+    loss_fn,
     sample_batch,
     shifted_views,
     train,
@@ -332,6 +333,22 @@ def test_channel_norm_normalises_each_voxel_on_its_own() -> None:
     x2 = x.clone()
     x2[..., 3:, :, :] = 100.0  # other voxels change: this one's output does not
     torch.testing.assert_close(norm(x2)[..., :3, :, :], y[..., :3, :, :])
+
+
+def test_loss_is_soft_dice_at_half_and_weighs_misses_above() -> None:
+    torch.manual_seed(0)
+    target = (torch.rand(2, 6, 6, 6) < 0.3).long()
+    logits = torch.randn(2, 2, 6, 6, 6)
+    p, t = torch.softmax(logits, 1)[:, 1], target.float()
+    soft_dice = (2 * (p * t).sum() + 1) / (p.sum() + t.sum() + 1)
+    expected = F.cross_entropy(logits, target) + 1 - soft_dice
+    torch.testing.assert_close(loss_fn(logits, target), expected)
+    sure = torch.stack([-8.0 * (2 * t - 1), 8.0 * (2 * t - 1)], dim=1)  # right everywhere
+    misses, false = sure.clone(), sure.clone()
+    misses[:, :, 0] = torch.tensor([8.0, -8.0]).view(1, 2, 1, 1)  # slab 0: background
+    false[:, :, 0] = torch.tensor([-8.0, 8.0]).view(1, 2, 1, 1)  # slab 0: lesion
+    assert loss_fn(misses, target, 0.8) > loss_fn(misses, target) + 0.01
+    assert loss_fn(false, target, 0.8) < loss_fn(false, target) - 0.01
 
 
 def test_cards_without_a_norm_build_the_instance_norm_network_they_were_trained_as() -> None:

@@ -104,6 +104,7 @@ def test_fine_tuning_starts_from_a_model_adds_inputs_caps_the_keep_gate_and_adds
         assert main([
             str(phantom_bids), str(phantom_bids / "derivatives" / "truth"), str(model),
             "--init-model", str(synthetic_only), "--inputs", "FLAIR", "T1w", "--keep-max", "0.7",
+            "--recall-weight", "0.7",
             "--participant-label", "02", "--synth", "0", "--patch-size", "16",
             "--inference-patch-size", "32", "--iterations", "2", "--validation-fraction", "0",
             "-w", str(tmp_path / "work"), "--nprocs", "2", "--no-progress",
@@ -121,6 +122,7 @@ def test_fine_tuning_starts_from_a_model_adds_inputs_caps_the_keep_gate_and_adds
     total = card["training"]["training_seconds"] + init["total_training_seconds"]
     assert card["training"]["total_training_seconds"] == pytest.approx(total, abs=0.11)
     assert card["training"]["synthetic"] is None
+    assert card["training"]["recall_weight"] == 0.7 and base["training"]["recall_weight"] == 0.5
 
 
 def test_init_model_with_other_inputs_exits_64(
@@ -218,11 +220,17 @@ def test_consistency_with_patches_too_small_to_overlap_exits_64(
     assert not (tmp_path / "m.safetensors").exists()
 
 
-def test_keep_max_out_of_range_exits_64(capsys, phantom_bids: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--keep-max", "0", "--keep-max must be above 0 and at most 1, got 0"),
+    ("--recall-weight", "1", "--recall-weight must be between 0 and 1, got 1"),
+])  # fmt: skip
+def test_option_out_of_range_exits_64(
+    capsys, phantom_bids: Path, tmp_path: Path, option: str, value: str, message: str
+) -> None:
     truth = phantom_bids / "derivatives" / "truth"
-    code, err = _run(capsys, phantom_bids, truth, tmp_path / "m.safetensors", "--keep-max", "0")
+    code, err = _run(capsys, phantom_bids, truth, tmp_path / "m.safetensors", option, value)
     assert code == 64
-    assert "--keep-max must be above 0 and at most 1, got 0" in err
+    assert message in err
     assert not (tmp_path / "m.safetensors").exists()
 
 

@@ -8,7 +8,8 @@
 #         threshold MODEL (the card's lesion threshold, chosen on calibration phantoms);
 #         experiment: fold-c07-consistency | fold-c26-consistency (CONSISTENCY: its weight);
 #         fold-c07-keep | fold-c26-keep | flair-keep | flair-t1w-keep | base-keep (KEEP: the
-#         keep-gate cap, default 0.7)
+#         keep-gate cap, default 0.7); fold-c07-recall | fold-c26-recall (RECALL: the loss's
+#         weight of missed lesion voxels, default 0.7)
 #
 # XS: the Lesjak et al. 2017 cross-sectional cases (CC-BY) with derivatives/manual masks.
 # OUT: models and work folders (checkpoints every 100 iterations; rerun a step to resume).
@@ -16,7 +17,8 @@
 # INIT (base only): start from this model file, e.g. training/pieces/base_flair.safetensors
 # where the base's checkpoint is not at hand.
 # ITERATIONS: the length of this step's learning-rate schedule (base 16000, *-phantoms and
-# flair-t1w and flair-t1w-keep 1200, fold-*-keep and flair-keep 1000, others 4000).
+# flair-t1w and flair-t1w-keep 1200, fold-*-keep and flair-keep 1000, fold-*-recall 400,
+# others 4000).
 # PHANTOMS / CALIBRATION: the training phantoms (seed 11) and the calibration phantoms
 # (seed 23), made here where missing; evaluation uses seeds 7 and 99, never these.
 set -euo pipefail
@@ -96,6 +98,10 @@ case $STEP in
   fold-c07-keep|fold-c26-keep) fold_with_phantoms _phantoms _keep 1000 --keep-max "${KEEP:-0.7}" ;;
   flair-keep) flair_with_phantoms _phantoms _keep 1000 --keep-max "${KEEP:-0.7}" ;;
   flair-t1w-keep) flair_t1w _keep _keep 1200 --keep-max "${KEEP:-0.7}" ;;
+  # Ablation (not shipped): the capped folds 400 iterations further with the loss's overlap
+  # term weighing missed lesion voxels by RECALL (Tversky beta; 0.5, soft Dice, is the control).
+  fold-c07-recall|fold-c26-recall) fold_with_phantoms _keep "_recall${RECALL:-0.7}" 400 \
+      --keep-max "${KEEP:-0.7}" --recall-weight "${RECALL:-0.7}" ;;
   # The synthetic base fine-tuned with the cap, still nothing from any real case: the start of
   # a recipe that learns with the capped state from the beginning.
   base-keep) "$TRAIN" "$OUT/models/base_flair_keep.safetensors" --inputs FLAIR "${COMMON[@]}" \

@@ -136,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
         "inference fall (default 0: off)",
     )  # fmt: skip
     parser.add_argument(
+        "--recall-weight", type=float, default=0.5, metavar="B",
+        help="weight of missed lesion voxels in the loss's overlap term (Tversky beta; false "
+        "ones get 1 - B): above 0.5 it favours recall (default 0.5: soft Dice)",
+    )  # fmt: skip
+    parser.add_argument(
         "--validation-fraction",
         type=float,
         default=0.2,
@@ -211,6 +216,7 @@ def _main(argv: Sequence[str] | None) -> int:
         validation_patch_size=(args.inference_patch_size,) * 3,
         workers=args.workers if args.workers is not None else int(args.synth > 0),
         consistency=args.consistency,
+        recall_weight=args.recall_weight,
     )
     source = batch_source(args, cfg, train_s, files)
     prep_seconds = time.perf_counter() - start
@@ -412,6 +418,8 @@ def check_paths(args: argparse.Namespace, datasets: list[tuple[Path, Path]]) -> 
         raise UsageError("--synth must be in [0, 1]")
     if args.consistency < 0:
         raise UsageError("--consistency must be at least 0")
+    if not 0 < args.recall_weight < 1:
+        raise UsageError(f"--recall-weight must be between 0 and 1, got {args.recall_weight:g}")
     model_out.parent.mkdir(parents=True, exist_ok=True)
     return model_out
 

@@ -53,6 +53,7 @@ class TrainConfig:
     workers: int = 0  # processes that make batches ahead of the training step (0: inline)
     consistency: float = 0.0  # weight of the tile-consistency term (consistency_loss); 0: off
     consistency_shift: int = 16  # the two views of a patch are 8 to this many voxels apart
+    recall_weight: float = 0.5  # Tversky beta of the overlap term: 0.5 is soft Dice (loss_fn)
 
 
 @dataclass
@@ -220,14 +221,17 @@ def _shifts(cfg: TrainConfig, iteration: int, side: int) -> tuple[int, ...]:
     return tuple(int(v) * 8 for v in steps)
 
 
-def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy plus soft Dice of the lesion class (over the whole batch)."""
+def loss_fn(logits: torch.Tensor, target: torch.Tensor, recall_weight: float = 0.5) -> torch.Tensor:
+    """Cross-entropy plus one minus the soft Tversky index of the lesion class (over the whole
+    batch): TP / (TP + (1 - b) FP + b FN) with b = ``recall_weight``. At 0.5 it is soft Dice;
+    above, missed lesion voxels cost more than false ones, to favour small-lesion recall."""
     logits = logits.float()
     ce = F.cross_entropy(logits, target)
     p = torch.softmax(logits, dim=1)[:, 1]
     t = (target == 1).float()
-    soft_dice = (2 * (p * t).sum() + 1.0) / (p.sum() + t.sum() + 1.0)
-    return ce + (1 - soft_dice)
+    tp, fp, fn = (p * t).sum(), (p * (1 - t)).sum(), ((1 - p) * t).sum()
+    tversky = (tp + 0.5) / (tp + (1 - recall_weight) * fp + recall_weight * fn + 0.5)
+    return ce + (1 - tversky)
 
 
 def validate(
@@ -280,7 +284,7 @@ def train(
             x, y = shifted_views(x, y, shifts)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             logits = network(x)
-        loss = loss_fn(logits, y)
+        loss = loss_fn(logits, y, cfg.recall_weight)
         if cfg.consistency:
             loss = loss + cfg.consistency * consistency_loss(logits, shifts)
         for group in optimiser.param_groups:

@@ -83,6 +83,7 @@ def training_card(
             "patch_size": list(cfg.patch_size),
             "learning_rate": cfg.learning_rate,
             "consistency": cfg.consistency,
+            "recall_weight": cfg.recall_weight,
             "consistency_shift": cfg.consistency_shift,
             "seed": cfg.seed,
             "precision": cfg.precision,

@@ -13,7 +13,7 @@ unless --overlap-fraction says otherwise; the same for --blend-margin, a share o
 The issue's bar: at most 5 %.
 
 Usage: python benchmarks/invariance.py --model M.safetensors --flair F.nii.gz --mask M.nii.gz
-       [--patch-sizes 48 64 96] [--overlap-fraction F] [--blend-margin S] [--tta]
+       [--t1w T.nii.gz] [--patch-sizes 48 64 96] [--overlap-fraction F] [--blend-margin S] [--tta]
        [--json FILE]
 """
 
@@ -75,6 +75,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--flair", type=Path, required=True)
     parser.add_argument("--mask", type=Path, required=True)
+    parser.add_argument("--t1w", type=Path, help="the T1w on the FLAIR's grid (FLAIR + T1w models)")
     parser.add_argument("--patch-sizes", type=int, nargs="+", default=[48, 64, 96])
     parser.add_argument(
         "--overlap-fraction", type=float,
@@ -92,9 +93,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
     card = model.card
-    img = nib.load(args.flair)
+    images = [args.flair] + ([args.t1w] if args.t1w else [])
+    if len(images) != len(card["inputs"]):
+        parser.error(f"{args.model.name} takes {' + '.join(card['inputs'])}: give one image each")
     mask = np.asarray(nib.load(args.mask).dataobj) > 0
-    x = network_input([img.get_fdata(dtype=np.float32)], mask, (1.0, 1.0, 1.0), None)
+    arrays = [nib.load(path).get_fdata(dtype=np.float32) for path in images]
+    x = network_input(arrays, mask, (1.0, 1.0, 1.0), None)
     patch = card["patch_size"][0]
     fraction = (
         card["overlap"][0] / patch if args.overlap_fraction is None else args.overlap_fraction

@@ -27,9 +27,10 @@ from nibabel.processing import resample_from_to
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mdgru_bids.lesions.components import threshold_mask  # noqa: E402
 from mdgru_bids.lesions.metrics import dice  # noqa: E402
 from mdgru_bids.model.files import load_model  # noqa: E402
-from mdgru_bids.model.inference import sliding_window  # noqa: E402
+from mdgru_bids.model.inference import card_tiling, sliding_window  # noqa: E402
 from mdgru_bids.model.network import build_network, default_config  # noqa: E402
 from mdgru_bids.model.normalise import network_input  # noqa: E402
 from mdgru_bids.model.training import Case, TrainConfig, train  # noqa: E402
@@ -71,9 +72,11 @@ def compare_precisions(
     truth: np.ndarray | None = None,
     margin: tuple[int, ...] | None = None,
     threshold: float = 0.5,
+    min_lesion_mm3: float = 0.0,
 ) -> dict:
-    """Segment with float32 and with bfloat16 autocast; how far apart are the masks at
-    ``threshold`` and the probabilities?"""
+    """Segment with float32 and with bfloat16 autocast; how far apart are the lesion masks
+    (above ``threshold``, lesions of at least ``min_lesion_mm3``; 1 mm voxels) and the
+    probabilities?"""
     out, probs = {"threshold": threshold}, {}
     for precision in ("float32", "bfloat16"):
         start = time.perf_counter()
@@ -81,9 +84,10 @@ def compare_precisions(
             network, image, brain, patch, overlap, torch.device("cpu"), precision, margin=margin
         )
         out[f"{precision}_seconds"] = time.perf_counter() - start
-        if truth is not None:
-            out[f"{precision}_dice_vs_truth"] = dice(probs[precision] > threshold, truth)
-    masks = {k: v > threshold for k, v in probs.items()}
+    masks = {k: threshold_mask(v, threshold, min_lesion_mm3, (1.0,) * 3) for k, v in probs.items()}
+    if truth is not None:
+        for precision, mask in masks.items():
+            out[f"{precision}_dice_vs_truth"] = dice(mask, truth)
     out["dice_float32_vs_bfloat16"] = dice(masks["float32"], masks["bfloat16"])
     out["max_abs_probability_difference"] = float(
         np.abs(probs["float32"] - probs["bfloat16"]).max()
@@ -96,14 +100,13 @@ def model_figures(path: Path, images: list[tuple[Path, Path]]) -> dict:
     """A trained model on preprocessed FLAIRs, each resampled to 1 mm, tiled and thresholded
     as its card says."""
     model = load_model(path)
-    card = model.card
+    patch, overlap, margin = card_tiling(model.card)
     out: dict = {"model": path.name}
     for flair_path, mask_path in images:
         _, x, brain = isotropic_input(flair_path, mask_path, 1.0)
         out[flair_path.name] = compare_precisions(
-            model.network, x, brain, tuple(card["patch_size"]), tuple(card["overlap"]),
-            margin=tuple(card["blend_margin"]) if "blend_margin" in card else None,
-            threshold=card["threshold"],
+            model.network, x, brain, patch, overlap, margin=margin,
+            threshold=model.card["threshold"], min_lesion_mm3=model.card["min_lesion_mm3"],
         )  # fmt: skip
     return out
 

@@ -1,11 +1,12 @@
 """Does a model's answer depend on where the image sits in its grid? (printed, never asserted)
 
-One subject-space FLAIR (and brain mask) segmented as it is, cropped tight around the brain,
-zero-padded by 16 and 32 voxels, shifted in its grid by 16 voxels, with the tiles started a
-third and two thirds of the patch stride before the brain's box (other tiling phases: 16 and
-32 voxels with the cards' 64-voxel patches overlapping by 16; the app starts them at the
-box, so cropping, padding and shifting alone leave the patches where they were), and with
-other patch sizes than the card's. Prints the total lesion volume of each two ways,
+One subject-space FLAIR (with the T1w for a FLAIR + T1w model, and the brain mask) segmented
+as it is, cropped tight around the brain, zero-padded by 16 and 32 voxels, shifted in its grid
+by 16 voxels, with the tiles started a third and two thirds of the patch stride before the
+brain's box (other tiling phases: 10 and 21 voxels with 64-voxel patches overlapping by 32,
+16 and 32 with an overlap of 16; the app starts them at the box, so cropping, padding and
+shifting alone leave the patches where they were), and with other patch sizes than the
+card's. Prints the total lesion volume of each two ways,
 thresholded voxels (probability > threshold, lesions of at least the card's minimum size) and
 the partial volume the lesion tables report (probability summed over each lesion and its
 neighbours), and the largest change relative to "as given" at the same overlap (the card's
@@ -98,6 +99,9 @@ def main() -> None:
         parser.error(f"{args.model.name} takes {' + '.join(card['inputs'])}: give one image each")
     mask = np.asarray(nib.load(args.mask).dataobj) > 0
     arrays = [nib.load(path).get_fdata(dtype=np.float32) for path in images]
+    if any(a.shape != mask.shape for a in arrays):
+        parser.error(f"--flair, --t1w and --mask must share one grid: {[a.shape for a in arrays]}, "
+                     f"mask {mask.shape}")  # fmt: skip
     x = network_input(arrays, mask, (1.0, 1.0, 1.0), None)
     patch = card["patch_size"][0]
     fraction = (

@@ -233,6 +233,17 @@ def test_consistency_is_zero_only_for_an_answer_that_ignores_the_voxels_place_in
     assert consistency_loss(torch.cat([-place, place], dim=1), (8, 16, 8)) > 0.01
 
 
+def test_training_loss_follows_the_recall_weight() -> None:
+    cases = [blob_case(2, side=24)]
+    first = {}
+    for weight in (0.5, 0.9):
+        torch.manual_seed(1)  # the same start and the same batch: only the loss differs
+        cfg = TrainConfig(iterations=1, batch_size=1, patch_size=(8,) * 3, precision="float32",
+                          recall_weight=weight)  # fmt: skip
+        first[weight] = train(build_network(TINY), cases, cfg, progress=False).loss[0]
+    assert abs(first[0.9] - first[0.5]) > 1e-3
+
+
 @pytest.mark.parametrize("consistency", [0.0, 10.0])
 def test_training_resumes_exactly_from_a_checkpoint(tmp_path: Path, consistency: float) -> None:
     cases = [blob_case(2, side=24)]

@@ -114,8 +114,10 @@ def test_fine_tuning_starts_from_a_model_adds_inputs_caps_the_keep_gate_and_adds
     assert base["network"]["keep_max"] == 1.0 and card["network"]["keep_max"] == 0.7
     assert {**card["network"], "in_channels": 1, "keep_max": 1.0} == base["network"]
     assert load_model(model).network.blocks[0].mdgru.keep_max == 0.7
-    # a capped network's tiles overlap by half, and each overlap's first quarter barely counts
-    assert "blend_margin" not in base and card["overlap"] == [16] * 3
+    # a capped network's tiles overlap by half a patch, and each overlap's first half (a
+    # quarter patch) barely counts; an uncapped one's overlap by a quarter patch
+    assert "blend_margin" not in base and base["overlap"] == [8] * 3
+    assert card["overlap"] == [16] * 3
     assert card["blend_margin"] == [8] * 3
     init = card["training"]["init_model"]
     assert init["total_training_seconds"] == base["training"]["total_training_seconds"]

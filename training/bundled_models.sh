@@ -4,12 +4,13 @@
 #
 #   training/bundled_models.sh STEP
 #   STEP: base | fold-c07 | fold-c26 | flair, then fold-c07-phantoms | fold-c26-phantoms |
-#         flair-phantoms (the same with the training phantoms), flair-t1w, and last
-#         threshold MODEL (the card's lesion threshold, chosen on calibration phantoms);
+#         flair-phantoms (the same with the training phantoms), then fold-c07-keep |
+#         fold-c26-keep | flair-keep (the keep-gate cap; KEEP, default 0.7), flair-t1w-keep,
+#         and last threshold MODEL (the card's lesion threshold, chosen on calibration
+#         phantoms); the previous release's FLAIR+T1w model: flair-t1w;
 #         experiment: fold-c07-consistency | fold-c26-consistency (CONSISTENCY: its weight);
-#         fold-c07-keep | fold-c26-keep | flair-keep | flair-t1w-keep | base-keep (KEEP: the
-#         keep-gate cap, default 0.7); fold-c07-recall | fold-c26-recall (RECALL: the loss's
-#         weight of missed lesion voxels, default 0.7)
+#         base-keep; fold-c07-recall | fold-c26-recall (RECALL: the loss's weight of missed
+#         lesion voxels, default 0.7)
 #
 # XS: the Lesjak et al. 2017 cross-sectional cases (CC-BY) with derivatives/manual masks.
 # OUT: models and work folders (checkpoints every 100 iterations; rerun a step to resume).
@@ -47,19 +48,12 @@ fold_with_phantoms() {  # FROM TO ITERATIONS [ARGS...]: a fold (from $STEP) fine
       --inputs FLAIR "${COMMON[@]}" "${WITH_PHANTOMS[@]}" --iterations "${ITERATIONS:-$3}" \
       -w "$OUT/work-$STEP" --nprocs 2 "${@:4}"
 }
-flair_with_phantoms() {  # FROM TO ITERATIONS [ARGS...]: the FLAIR model fine-tuned on both
-  # real cases and the training phantoms, from models/mdgru_flairFROM to mdgru_flairTO
+shipped_with_phantoms() {  # FROM TO ITERATIONS [ARGS...]: models/FROM fine-tuned on both real
+  # cases and the training phantoms into models/TO (ARGS: --inputs, --keep-max, ...)
   phantoms "$PHANTOMS" 11 3
-  "$TRAIN" "$XS" "$XS/derivatives/manual" "$OUT/models/mdgru_flair$2.safetensors" \
-      --init-model "$OUT/models/mdgru_flair$1.safetensors" --inputs FLAIR "${COMMON[@]}" \
-      "${WITH_PHANTOMS[@]}" --iterations "${ITERATIONS:-$3}" -w "$OUT/work-$STEP" --nprocs 2 "${@:4}"
-}
-flair_t1w() {  # FROM TO ITERATIONS [ARGS...]: models/mdgru_flairFROM widened to FLAIR+T1w and
-  # trained with both real cases and the training phantoms, to mdgru_flair_t1wTO
-  phantoms "$PHANTOMS" 11 3
-  "$TRAIN" "$XS" "$XS/derivatives/manual" "$OUT/models/mdgru_flair_t1w$2.safetensors" \
-      --init-model "$OUT/models/mdgru_flair$1.safetensors" --inputs FLAIR T1w "${COMMON[@]}" \
-      "${WITH_PHANTOMS[@]}" --iterations "${ITERATIONS:-$3}" -w "$OUT/work-$STEP" --nprocs 2 "${@:4}"
+  "$TRAIN" "$XS" "$XS/derivatives/manual" "$OUT/models/$2.safetensors" \
+      --init-model "$OUT/models/$1.safetensors" "${COMMON[@]}" "${WITH_PHANTOMS[@]}" \
+      --iterations "${ITERATIONS:-$3}" -w "$OUT/work-$STEP" --nprocs 2 "${@:4}"
 }
 case $STEP in
   # Synthetic patches from the template anatomy alone: nothing from any real case, so every
@@ -83,21 +77,24 @@ case $STEP in
   # (each dataset is sampled equally often): without them the models drew many small false
   # lesions in the phantoms' noisy white matter (training/README.md).
   fold-c07-phantoms|fold-c26-phantoms) fold_with_phantoms "" _phantoms 1200 ;;
-  flair-phantoms) flair_with_phantoms "" _phantoms 1200 ;;
-  # The shipped FLAIR+T1w model: the shipped FLAIR model widened to take the T1w too (its
+  flair-phantoms) shipped_with_phantoms mdgru_flair mdgru_flair_phantoms 1200 --inputs FLAIR ;;
+  # The previous release's FLAIR+T1w model: flair-phantoms widened to take the T1w too (its
   # weights start at zero: the model begins as the FLAIR model) and trained with synthetic
   # FLAIR+T1w patches, both real cases and the training phantoms.
-  flair-t1w) flair_t1w _phantoms "" 1200 ;;
+  flair-t1w) shipped_with_phantoms mdgru_flair_phantoms mdgru_flair_t1w 1200 --inputs FLAIR T1w ;;
   # Experiment (not shipped): a fold fine-tuned further with the tile-consistency term, so
   # its answer depends less on where inference's tiles fall (benchmarks/invariance.py).
   fold-c07-consistency|fold-c26-consistency)
       fold_with_phantoms _phantoms _consistency 400 --consistency "${CONSISTENCY:-30}" ;;
   # The keep-gate cap (--keep-max): the phantoms-stage models fine-tuned further with the
-  # MD-GRU's keep gate capped, so the recurrent state fades along a sweep and the answer
-  # depends less on where inference's tiles fall (benchmarks/invariance.py).
+  # MD-GRU's keep gate capped, so the recurrent state fades along a sweep and the answer does
+  # not depend on where inference's tiles fall (benchmarks/invariance.py). flair-keep is the
+  # shipped FLAIR model, flair-t1w-keep (it, widened to take the T1w) the shipped FLAIR+T1w.
   fold-c07-keep|fold-c26-keep) fold_with_phantoms _phantoms _keep 1000 --keep-max "${KEEP:-0.7}" ;;
-  flair-keep) flair_with_phantoms _phantoms _keep 1000 --keep-max "${KEEP:-0.7}" ;;
-  flair-t1w-keep) flair_t1w _keep _keep 1200 --keep-max "${KEEP:-0.7}" ;;
+  flair-keep) shipped_with_phantoms mdgru_flair_phantoms mdgru_flair_keep 1000 --inputs FLAIR \
+      --keep-max "${KEEP:-0.7}" ;;
+  flair-t1w-keep) shipped_with_phantoms mdgru_flair_keep mdgru_flair_t1w_keep 1200 \
+      --inputs FLAIR T1w --keep-max "${KEEP:-0.7}" ;;
   # Ablation (not shipped): the capped folds 400 iterations further with the loss's overlap
   # term weighing missed lesion voxels by RECALL (Tversky beta; 0.5, soft Dice, is the control).
   fold-c07-recall|fold-c26-recall) fold_with_phantoms _keep "_recall${RECALL:-0.7}" 400 \

@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-max", type=float, metavar="K",
         help="cap the MD-GRU keep gate at K (0 < K <= 1), so the recurrent state fades along "
         "a sweep and the answer depends less on where inference's tiles start (default: the "
-        "--init-model's or the configuration's; 1 is the original MD-GRU)",
+        "--init-model's or the configuration's; 1 is the original MD-GRU); a capped model's "
+        "card tiles inference with half-patch overlap and a quarter-patch blend margin",
     )  # fmt: skip
     parser.add_argument(
         "--highpass-mm", type=float, help="add high-pass channels f - G(f, MM) (original MD-GRU)"

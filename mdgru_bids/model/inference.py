@@ -151,6 +151,12 @@ def _one_pass(
     return out
 
 
+def card_tiling(card: dict) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """A card's patch size, overlap and blend margin (cards without a margin: none)."""
+    overlap = tuple(card["overlap"])
+    return tuple(card["patch_size"]), overlap, tuple(card.get("blend_margin", (0,) * len(overlap)))
+
+
 def segment(
     model: Model,
     images: list[np.ndarray],
@@ -166,15 +172,8 @@ def segment(
     if len(images) != len(model.inputs):
         raise ValueError(f"the model takes {model.inputs}, got {len(images)} images")
     volume = network_input(images, mask, zooms, model.card["normalisation"].get("highpass_mm"))
+    patch, overlap, margin = card_tiling(model.card)
     return sliding_window(
-        model.network,
-        volume,
-        mask,
-        tuple(model.card["patch_size"]),
-        tuple(model.card["overlap"]),
-        torch.device(device),
-        precision,
-        progress=progress,
-        tta=tta,
-        margin=tuple(model.card.get("blend_margin", (0,) * len(model.card["overlap"]))),
-    )
+        model.network, volume, mask, patch, overlap, torch.device(device), precision,
+        progress=progress, tta=tta, margin=margin,
+    )  # fmt: skip

@@ -112,10 +112,10 @@ def inference_tiling(side: int, keep_max: float) -> dict[str, list[int]]:
     """Tile overlap (and blend margin) for a card, by whether the keep gate is capped.
 
     A capped network's answer at a voxel depends on how far the voxel sits from its tile's
-    edge; overlapping tiles by half and giving the first quarter of each overlap almost no
-    weight kept the lesion volume within 3 % across crops and tile offsets on both real cases
-    (benchmarks/results/keep_folds.json). An uncapped network keeps the quarter overlap it
-    was evaluated with.
+    edge; overlapping tiles by half a patch and giving the first half of each overlap (a
+    quarter patch) almost no weight kept the lesion volume within 3 % across crops and tile
+    offsets on both real cases (benchmarks/results/keep_folds.json). An uncapped network
+    keeps the quarter-patch overlap it was evaluated with.
     """
     if keep_max < 1:
         return {"overlap": [side // 2] * 3, "blend_margin": [side // 4] * 3}

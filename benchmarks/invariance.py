@@ -37,7 +37,7 @@ from mdgru_bids.lesions.components import label_lesions, min_voxels  # noqa: E40
 from mdgru_bids.lesions.longitudinal import partial_volumes  # noqa: E402
 from mdgru_bids.lesions.metrics import bounding_box  # noqa: E402
 from mdgru_bids.model.files import load_model  # noqa: E402
-from mdgru_bids.model.inference import sliding_window  # noqa: E402
+from mdgru_bids.model.inference import card_tiling, sliding_window  # noqa: E402
 from mdgru_bids.model.normalise import network_input  # noqa: E402
 
 
@@ -103,14 +103,11 @@ def main() -> None:
         parser.error(f"--flair, --t1w and --mask must share one grid: {[a.shape for a in arrays]}, "
                      f"mask {mask.shape}")  # fmt: skip
     x = network_input(arrays, mask, (1.0, 1.0, 1.0), None)
-    patch = card["patch_size"][0]
-    fraction = (
-        card["overlap"][0] / patch if args.overlap_fraction is None else args.overlap_fraction
-    )
+    (patch, *_), (card_overlap, *_), (card_margin, *_) = card_tiling(card)
+    fraction = card_overlap / patch if args.overlap_fraction is None else args.overlap_fraction
     if not 0 <= fraction < 1:
         parser.error(f"--overlap-fraction must be at least 0 and below 1, got {fraction:g}")
-    card_margin = card.get("blend_margin", [0])[0] / max(card["overlap"][0], 1)
-    share = card_margin if args.blend_margin is None else args.blend_margin
+    share = card_margin / max(card_overlap, 1) if args.blend_margin is None else args.blend_margin
     if not 0 <= share < 1:
         parser.error(f"--blend-margin must be at least 0 and below 1, got {share:g}")
     threshold, fewest = card["threshold"], min_voxels(card["min_lesion_mm3"], 1.0)  # 1 mm voxels

@@ -43,6 +43,7 @@ from mdgru_bids.model.network import (
 from mdgru_bids.model.normalise import network_input
 from mdgru_bids.model.training import (
     Case,
+    CheckpointError,
     TrainConfig,
     consistency_loss,
     loss_fn,
@@ -268,6 +269,32 @@ def test_training_resumes_exactly_from_a_checkpoint(tmp_path: Path, consistency:
     assert history.loss == pytest.approx(full.loss, rel=1e-5)
     for key, value in straight.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[key], value, rtol=1e-5, atol=1e-6)
+
+
+def test_validation_tiles_a_capped_network_as_its_card_will() -> None:
+    capped = replace(TINY, keep_max=0.7)
+    case = blob_case(3, side=32)
+    cfg = TrainConfig(iterations=1, batch_size=1, patch_size=(8,) * 3, precision="float32",
+                      validate_every=1, validation_patch_size=(16,) * 3)  # fmt: skip
+    torch.manual_seed(2)
+    network = build_network(capped)
+    scored = train(network, [case], cfg, validation=[case], progress=False).validation[0]["dice"]
+
+    def tiled(overlap: int, margin: int | None) -> float:
+        prob = sliding_window(network, case.image, case.mask, (16,) * 3, (overlap,) * 3, CPU,
+                              "float32", margin=margin and (margin,) * 3)  # fmt: skip
+        return dice(prob > 0.5, case.label > 0)
+
+    assert scored[case.name] == pytest.approx(tiled(8, 4))  # half-patch overlap, quarter margin
+    assert tiled(8, 4) != pytest.approx(tiled(4, None))  # the tiling shows in the score
+
+
+def test_resuming_with_another_recall_weight_is_refused(tmp_path: Path) -> None:
+    cfg = TrainConfig(iterations=2, batch_size=1, patch_size=(8,) * 3, precision="float32")
+    ckpt = tmp_path / "ckpt.safetensors"
+    train(build_network(TINY), [blob_case(2, side=24)], cfg, ckpt, progress=False, until=1)
+    with pytest.raises(CheckpointError, match=r"--recall-weight 0\.5"):
+        train(build_network(TINY), [blob_case(2, side=24)], replace(cfg, recall_weight=0.7), ckpt)
 
 
 def _tiny_model_file(path: Path) -> Path:

@@ -24,7 +24,8 @@ from mdgru_bids.atomic import replacing
 from mdgru_bids.lesions.metrics import dice
 from mdgru_bids.model.compute import DEFAULT_PRECISION, autocast_dtype
 from mdgru_bids.model.files import write_safetensors
-from mdgru_bids.model.inference import sliding_window
+from mdgru_bids.model.inference import inference_tiling, sliding_window
+from mdgru_bids.model.mdgru import MDGRU
 from mdgru_bids.synth.deform import DeformConfig, crop, margin_side, random_grid, resample
 
 log = logging.getLogger(__name__)
@@ -237,12 +238,17 @@ def loss_fn(logits: torch.Tensor, target: torch.Tensor, recall_weight: float = 0
 def validate(
     network: torch.nn.Module, cases: list[Case], cfg: TrainConfig, device: torch.device
 ) -> dict:
-    """Voxel Dice of each validation case at probability 0.5, and their mean."""
+    """Voxel Dice of each validation case at probability 0.5, and their mean, tiled as the
+    trained model's card will tile (a capped network's answer depends on its tiling)."""
     patch = cfg.validation_patch_size
-    overlap = tuple(p // 4 for p in patch)
+    keep_max = min((m.keep_max for m in network.modules() if isinstance(m, MDGRU)), default=1.0)
+    tiling = inference_tiling(min(patch), keep_max)
+    overlap, margin = tiling["overlap"], tiling.get("blend_margin")
     scores = {}
     for case in cases:
-        prob = sliding_window(network, case.image, case.mask, patch, overlap, device, cfg.precision)
+        prob = sliding_window(
+            network, case.image, case.mask, patch, overlap, device, cfg.precision, margin=margin
+        )
         scores[case.name] = dice(prob > 0.5, case.label > 0)
     network.train()
     return {"mean_dice": float(np.mean(list(scores.values()))), "dice": scores}
@@ -353,6 +359,11 @@ def load_checkpoint(
     if meta["config"]["patch_size"] != list(cfg.patch_size):
         raise CheckpointError(
             f"checkpoint {path} was trained with another patch size; start afresh"
+        )
+    if meta["config"].get("recall_weight", 0.5) != cfg.recall_weight:
+        raise CheckpointError(
+            f"checkpoint {path} was trained with --recall-weight "
+            f"{meta['config'].get('recall_weight', 0.5)}; resume with it or start afresh"
         )
     network.load_state_dict(
         {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}

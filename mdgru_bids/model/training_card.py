@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from mdgru_bids.model.files import Model, make_card
+from mdgru_bids.model.inference import inference_tiling
 from mdgru_bids.model.network import NetworkConfig
 from mdgru_bids.model.training import History, TrainConfig
 from mdgru_bids.phantom.bids import REFERENCES, TEMPLATE_NOTICE
@@ -106,20 +107,6 @@ def training_card(
         },
         accuracy={"validation_dice": last["mean_dice"] if last else None},
     )
-
-
-def inference_tiling(side: int, keep_max: float) -> dict[str, list[int]]:
-    """Tile overlap (and blend margin) for a card, by whether the keep gate is capped.
-
-    A capped network's answer at a voxel depends on how far the voxel sits from its tile's
-    edge; overlapping tiles by half a patch and giving the first half of each overlap (a
-    quarter patch) almost no weight kept the lesion volume within 3 % across crops and tile
-    offsets on both real cases (benchmarks/results/keep_folds.json). An uncapped network
-    keeps the quarter-patch overlap it was evaluated with.
-    """
-    if keep_max < 1:
-        return {"overlap": [side // 2] * 3, "blend_margin": [side // 4] * 3}
-    return {"overlap": [side // 4] * 3}
 
 
 def _synthetic(recipe: Recipe) -> dict | None:

@@ -6,12 +6,12 @@
 #   STEP: base | fold-c07 | fold-c26 | flair, then fold-c07-phantoms | fold-c26-phantoms |
 #         flair-phantoms (the same with the training phantoms), then fold-c07-keep |
 #         fold-c26-keep | flair-keep (the keep-gate cap; KEEP, default 0.7), flair-t1w-keep,
-#         then flair-more | flair-t1w-more (400 iterations more; their folds: fold-c0X-recall
-#         with RECALL=0.5), and last threshold MODEL (the card's lesion threshold, chosen on
-#         calibration phantoms); the previous release's FLAIR+T1w model: flair-t1w;
+#         then flair-more (400 iterations more; its folds: fold-c0X-recall with RECALL=0.5),
+#         and last threshold MODEL (the card's lesion threshold, chosen on calibration
+#         phantoms); the FLAIR+T1w model of two releases ago: flair-t1w;
 #         experiment: fold-c07-consistency | fold-c26-consistency (CONSISTENCY: its weight);
-#         base-keep; fold-c07-recall | fold-c26-recall (RECALL: the loss's weight of missed
-#         lesion voxels, default 0.7)
+#         base-keep; flair-t1w-more; fold-c07-recall | fold-c26-recall (RECALL: the loss's
+#         weight of missed lesion voxels, default 0.7)
 #
 # XS: the Lesjak et al. 2017 cross-sectional cases (CC-BY) with derivatives/manual masks.
 # OUT: models and work folders (checkpoints every 100 iterations; rerun a step to resume).
@@ -79,7 +79,7 @@ case $STEP in
   # lesions in the phantoms' noisy white matter (training/README.md).
   fold-c07-phantoms|fold-c26-phantoms) fold_with_phantoms "" _phantoms 1200 ;;
   flair-phantoms) shipped_with_phantoms mdgru_flair mdgru_flair_phantoms 1200 --inputs FLAIR ;;
-  # The previous release's FLAIR+T1w model: flair-phantoms widened to take the T1w too (its
+  # The FLAIR+T1w model of two releases ago: flair-phantoms widened to take the T1w too (its
   # weights start at zero: the model begins as the FLAIR model) and trained with synthetic
   # FLAIR+T1w patches, both real cases and the training phantoms.
   flair-t1w) shipped_with_phantoms mdgru_flair_phantoms mdgru_flair_t1w 1200 --inputs FLAIR T1w ;;
@@ -89,15 +89,17 @@ case $STEP in
       fold_with_phantoms _phantoms _consistency 400 --consistency "${CONSISTENCY:-30}" ;;
   # The keep-gate cap (--keep-max): the phantoms-stage models fine-tuned further with the
   # MD-GRU's keep gate capped, so the recurrent state fades along a sweep and the answer does
-  # not depend on where inference's tiles fall (benchmarks/invariance.py). flair-keep is the
-  # shipped FLAIR model, flair-t1w-keep (it, widened to take the T1w) the shipped FLAIR+T1w.
+  # not depend on where inference's tiles fall (benchmarks/invariance.py). flair-keep (400
+  # iterations further: flair-more) is the shipped FLAIR model, flair-t1w-keep (flair-keep
+  # widened to take the T1w) the shipped FLAIR+T1w.
   fold-c07-keep|fold-c26-keep) fold_with_phantoms _phantoms _keep 1000 --keep-max "${KEEP:-0.7}" ;;
   flair-keep) shipped_with_phantoms mdgru_flair_phantoms mdgru_flair_keep 1000 --inputs FLAIR \
       --keep-max "${KEEP:-0.7}" ;;
   flair-t1w-keep) shipped_with_phantoms mdgru_flair_keep mdgru_flair_t1w_keep 1200 \
       --inputs FLAIR T1w --keep-max "${KEEP:-0.7}" ;;
-  # 400 more capped iterations for each shipped model, as the ablation's control folds got
-  # (fold-c0X-recall with RECALL=0.5: leave-one-out 0.480 / 0.430 -> 0.493 / 0.460).
+  # 400 more capped iterations, as the ablation's control folds got (fold-c0X-recall with
+  # RECALL=0.5: leave-one-out 0.480 / 0.430 -> 0.493 / 0.460). flair-more is the shipped FLAIR
+  # model; flair-t1w-more is not shipped (its c07 volume moved 6.9 % with the tiles).
   flair-more) shipped_with_phantoms mdgru_flair_keep mdgru_flair_more 400 --inputs FLAIR \
       --keep-max "${KEEP:-0.7}" ;;
   flair-t1w-more) shipped_with_phantoms mdgru_flair_t1w_keep mdgru_flair_t1w_more 400 \

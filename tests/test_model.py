@@ -294,7 +294,8 @@ def test_resuming_with_another_recall_weight_is_refused(tmp_path: Path) -> None:
     ckpt = tmp_path / "ckpt.safetensors"
     train(build_network(TINY), [blob_case(2, side=24)], cfg, ckpt, progress=False, until=1)
     with pytest.raises(CheckpointError, match=r"--recall-weight 0\.5"):
-        train(build_network(TINY), [blob_case(2, side=24)], replace(cfg, recall_weight=0.7), ckpt)
+        train(build_network(TINY), [blob_case(2, side=24)], replace(cfg, recall_weight=0.7), ckpt,
+              progress=False)  # fmt: skip
 
 
 def _tiny_model_file(path: Path) -> Path:

@@ -243,7 +243,8 @@ def validate(
     patch = cfg.validation_patch_size
     keep_max = min((m.keep_max for m in network.modules() if isinstance(m, MDGRU)), default=1.0)
     tiling = inference_tiling(min(patch), keep_max)
-    overlap, margin = tiling["overlap"], tiling.get("blend_margin")
+    overlap = tuple(tiling["overlap"])
+    margin = tuple(tiling["blend_margin"]) if "blend_margin" in tiling else None
     scores = {}
     for case in cases:
         prob = sliding_window(

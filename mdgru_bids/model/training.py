@@ -361,10 +361,11 @@ def load_checkpoint(
         raise CheckpointError(
             f"checkpoint {path} was trained with another patch size; start afresh"
         )
-    if meta["config"].get("recall_weight", 0.5) != cfg.recall_weight:
+    trained_with = meta["config"].get("recall_weight", 0.5)  # older runs: soft Dice
+    if trained_with != cfg.recall_weight:
         raise CheckpointError(
-            f"checkpoint {path} was trained with --recall-weight "
-            f"{meta['config'].get('recall_weight', 0.5)}; resume with it or start afresh"
+            f"checkpoint {path} was trained with --recall-weight {trained_with}; resume with it "
+            "or start afresh"
         )
     network.load_state_dict(
         {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
